@@ -1,0 +1,44 @@
+# countstream: `make run` sets everything up and runs the app; `make test` runs the tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+MANAGE := $(PY) manage.py
+
+.PHONY: run test setup services services-stop services-status prepare migrate topics seed \
+        bench lint
+
+run: prepare seed
+	@echo "countstream: web on http://127.0.0.1:8000/ (admin at /admin/); Ctrl-C stops all"
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/honcho start -f Procfile
+
+test: setup services
+	$(PY) -m pytest
+
+setup:
+	@scripts/bootstrap.sh
+
+services: setup
+	@python3 scripts/services.py start
+
+services-stop:
+	@python3 scripts/services.py stop
+
+services-status:
+	@python3 scripts/services.py status
+
+prepare: services migrate topics
+
+migrate:
+	$(MANAGE) migrate --no-input
+
+topics:
+	$(MANAGE) kafka_topics ensure
+
+seed:
+	$(MANAGE) seed_demo
+
+bench: prepare
+	$(PY) bench/run.py
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .

@@ -1,0 +1,9 @@
+"""ASGI entry point: uvicorn serves the admin, the API, the dashboard and its live stream."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+application = get_asgi_application()

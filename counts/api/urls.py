@@ -1,0 +1,3 @@
+"""REST API routes for counts (mounted under /api/)."""
+
+urlpatterns: list = []

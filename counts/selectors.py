@@ -1,0 +1,17 @@
+"""Reads of counts: straight from the database, or through the invalidated cache."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+
+from counts.models import Count
+
+
+def count_list() -> QuerySet[Count]:
+    return Count.objects.all()
+
+
+def count_get(*, count_id: uuid.UUID | str) -> Count:
+    return Count.objects.get(pk=count_id)

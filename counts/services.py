@@ -1,0 +1,126 @@
+"""The only way to change counts. Each service commits the change and its outbox rows together.
+
+Concurrency: every service that changes a count takes the row's lock first (an
+`UPDATE ... RETURNING` or `SELECT ... FOR UPDATE`) and enqueues its events while holding
+it. Two writers of one count are therefore serialised by PostgreSQL, and the outbox ids
+of one count grow in commit order, so the old_value -> new_value chain never breaks.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, connection, transaction
+
+from counts import events
+from counts.models import INT64_MAX, INT64_MIN, Count
+from outbox.services import enqueue
+
+
+def _check_int64(field: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError({field: "Must be an integer."})
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValidationError({field: f"Must be between {INT64_MIN} and {INT64_MAX}."})
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "This field may not be blank."})
+    if len(name) > Count._meta.get_field("name").max_length:
+        raise ValidationError({"name": "At most 100 characters."})
+    return name
+
+
+def _name_taken() -> ValidationError:
+    return ValidationError({"name": "A count with this name already exists."})
+
+
+def count_create(*, name: str, description: str = "", value: int = 0) -> Count:
+    name = _check_name(name)
+    _check_int64("value", value)
+    try:
+        with transaction.atomic():
+            count = Count.objects.create(name=name, description=description, value=value)
+            created = [events.info_updated(count, "created")]
+            if value != 0:
+                created.append(events.value_updated(count, old_value=0))
+            enqueue(*created)
+    except IntegrityError as exc:
+        raise _name_taken() from exc
+    return count
+
+
+def count_update_info(
+    *, count_id: uuid.UUID | str, name: str | None = None, description: str | None = None
+) -> Count:
+    """Rename or re-describe a count. No change, no event and no new version."""
+    changes = {}
+    if name is not None:
+        changes["name"] = _check_name(name)
+    if description is not None:
+        changes["description"] = description
+    try:
+        with transaction.atomic():
+            count = Count.objects.select_for_update().get(pk=count_id)
+            changes = {f: v for f, v in changes.items() if getattr(count, f) != v}
+            if not changes:
+                return count
+            for field, new in changes.items():
+                setattr(count, field, new)
+            count.version += 1
+            count.save(update_fields=[*changes, "version", "updated_at"])
+            enqueue(events.info_updated(count, "updated"))
+    except IntegrityError as exc:
+        raise _name_taken() from exc
+    return count
+
+
+def count_delete(*, count_id: uuid.UUID | str) -> None:
+    with transaction.atomic():
+        count = Count.objects.select_for_update().get(pk=count_id)
+        deleted_version = count.version + 1
+        count.delete()
+        count.id = count_id  # delete() clears the pk; the event still names the count
+        enqueue(events.info_updated(count, "deleted", version=deleted_version))
+
+
+_COLUMNS = [field.column for field in Count._meta.concrete_fields]
+_INCREMENT_SQL = f"""
+    UPDATE {Count._meta.db_table}
+       SET value = value + %s, version = version + 1, updated_at = now()
+     WHERE id = %s
+ RETURNING {", ".join(_COLUMNS)}
+"""
+
+
+def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
+    """Add `delta` (negative allowed) in one atomic UPDATE that also locks the row."""
+    _check_int64("delta", delta)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_INCREMENT_SQL, [delta, str(count_id)])
+            row = cursor.fetchone()
+            if row is None:
+                raise Count.DoesNotExist(f"No count with id {count_id}.")
+            count = Count.from_db(connection.alias, _COLUMNS, row)
+            enqueue(events.value_updated(count, old_value=count.value - delta))
+    except DataError as exc:  # bigint out of range: PostgreSQL refuses to wrap
+        raise ValidationError({"delta": "The result would overflow a 64-bit integer."}) from exc
+    return count
+
+
+def count_set(*, count_id: uuid.UUID | str, value: int) -> Count:
+    _check_int64("value", value)
+    with transaction.atomic():
+        count = Count.objects.select_for_update().get(pk=count_id)
+        old_value = count.value
+        if old_value == value:
+            return count
+        count.value = value
+        count.version += 1
+        count.save(update_fields=["value", "version", "updated_at"])
+        enqueue(events.value_updated(count, old_value=old_value))
+    return count

@@ -1,0 +1,103 @@
+"""Read-through caching that the consumer can invalidate precisely and without races.
+
+Every cached entry belongs to a *generation*: a Redis integer per count (`gen:count:<id>`)
+and one for all list pages (`gen:count-list`). An entry stores the generation it was loaded
+under, and counts as a hit only while that generation is current. A reader fetches the entry
+and the current generation in one MGET; on a miss it loads from the database and stores the
+result with a Lua check-and-set that succeeds only if the generation is still the one it
+saw *before* the database read. The consumer bumps generations (one pipeline per batch).
+
+So a reader that loaded the old row just before a write cannot put it back after the
+consumer invalidated it: the generation moved, and its late fill is refused. This is the
+memcache "lease" cure; docs/caching.md explains it with the interleaving.
+
+Redis down never breaks a read: the loader's result is returned and the error logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+_FILL_IF_GENERATION = """
+local current = redis.call('GET', KEYS[2]) or '0'
+if current == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
+
+def _key(*parts: str) -> str:
+    return ":".join([settings.CACHE_KEY_PREFIX, *parts])
+
+
+def count_key(count_id: str) -> str:
+    return _key("count", str(count_id))
+
+
+def count_generation_key(count_id: str) -> str:
+    return _key("gen", "count", str(count_id))
+
+
+def list_key(query: str) -> str:
+    return _key("count-list", query)
+
+
+def list_generation_key() -> str:
+    return _key("gen", "count-list")
+
+
+def redis_client():
+    return get_redis_connection("default")
+
+
+def read_through(key: str, generation_key: str, loader: Callable[[], Any]) -> Any:
+    """Return the cached JSON value at `key`, or load it, cache it if still current, return it.
+
+    A loader result of None (not found) is returned and never cached.
+    """
+    try:
+        client = redis_client()
+        cached, generation = client.mget([key, generation_key])
+    except RedisError as exc:
+        logger.warning("cache unavailable, reading from the database: %s", exc)
+        return loader()
+    seen = generation.decode() if generation is not None else "0"
+    if cached is not None:
+        entry = json.loads(cached)
+        if entry["generation"] == seen:
+            return entry["value"]
+    value = loader()
+    if value is not None:
+        payload = json.dumps({"generation": seen, "value": value}, separators=(",", ":"))
+        try:
+            client.eval(
+                _FILL_IF_GENERATION, 2, key, generation_key, seen, payload, settings.CACHE_TIMEOUT
+            )
+        except RedisError as exc:
+            logger.warning("cache fill failed, serving uncached: %s", exc)
+    return value
+
+
+def invalidate_counts(count_ids: Iterable[str]) -> None:
+    """Bump the generations of these counts and of all list pages; drop their entries.
+
+    One round trip for any number of counts. Raises RedisError: the consumer must not
+    commit its offsets before this succeeded.
+    """
+    pipe = redis_client().pipeline(transaction=True)
+    for count_id in count_ids:
+        pipe.incr(count_generation_key(count_id))
+        pipe.delete(count_key(count_id))
+    pipe.incr(list_generation_key())
+    pipe.execute()

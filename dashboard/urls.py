@@ -1,0 +1,3 @@
+"""Dashboard page and its live stream (mounted at /)."""
+
+urlpatterns: list = []

@@ -1,0 +1,65 @@
+"""The outbox's write API: `enqueue` an event inside the transaction that caused it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+
+from outbox.models import OutboxMessage
+
+
+class OutboxError(RuntimeError):
+    """The outbox was used in a way that could lose or orphan an event."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event to publish: `topic` is the logical name, the prefix is added on enqueue."""
+
+    topic: str
+    key: str
+    value: Mapping
+    headers: Mapping[str, str] = field(default_factory=dict)
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+def topic_name(logical_name: str) -> str:
+    """The physical topic for a logical one (KAFKA_TOPIC_PREFIX lets environments share Kafka)."""
+    return f"{settings.KAFKA_TOPIC_PREFIX}{logical_name}"
+
+
+def lane_for_key(key: str) -> int:
+    """A stable lane for a key: every event of one key lands in the same lane."""
+    return zlib.crc32(key.encode()) % settings.OUTBOX_LANES
+
+
+def serialize(value: Mapping) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def enqueue(*events: Event) -> list[OutboxMessage]:
+    """Write events to the outbox as part of the current transaction.
+
+    Refuses to run outside `transaction.atomic()`: an event committed without its change
+    (or a change without its event) is exactly what the outbox exists to prevent.
+    """
+    if not connection.in_atomic_block:
+        raise OutboxError("outbox.enqueue() must run inside transaction.atomic()")
+    rows = [
+        OutboxMessage(
+            event_id=event.event_id,
+            topic=topic_name(event.topic),
+            key=event.key,
+            value=serialize({"event_id": str(event.event_id), **event.value}),
+            headers={"event_id": str(event.event_id), **event.headers},
+            lane=lane_for_key(event.key),
+        )
+        for event in events
+    ]
+    return OutboxMessage.objects.bulk_create(rows)

@@ -1,0 +1,42 @@
+"""Shared fixtures: real PostgreSQL, Redis and Kafka, as started by `make services`."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from django.conf import settings
+
+from outbox.kafka import client_config
+
+
+@pytest.fixture
+def kafka_producer() -> Producer:
+    producer = Producer(client_config())
+    yield producer
+    producer.flush(10)
+
+
+@pytest.fixture
+def kafka_consumer_factory():
+    """Build consumers in a fresh group each; all are closed at the end of the test."""
+    consumers: list[Consumer] = []
+
+    def make(*topics: str, group: str | None = None) -> Consumer:
+        consumer = Consumer(
+            client_config(
+                **{
+                    "group.id": group or f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
+        consumer.subscribe(list(topics))
+        consumers.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in consumers:
+        consumer.close()

@@ -187,3 +187,5 @@ KAFKA_TOPIC_REPLICATION_FACTOR = env.int("KAFKA_TOPIC_REPLICATION_FACTOR", defau
 KAFKA_TOPIC_MIN_INSYNC_REPLICAS = env.int("KAFKA_TOPIC_MIN_INSYNC_REPLICAS", default=1)
 KAFKA_TOPIC_RETENTION_MS = env.int("KAFKA_TOPIC_RETENTION_MS", default=14 * 24 * 3600 * 1000)
 KAFKA_TOPIC_RETENTION_BYTES = env.int("KAFKA_TOPIC_RETENTION_BYTES", default=-1)
+# Where the consumer parks messages it cannot parse or validate (logical name).
+KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="count-events-dead-letter")

@@ -1,0 +1,91 @@
+"""/healthz, /readyz and the check functions, against the real services and a dead port."""
+
+import socket
+
+import pytest
+from django.conf import settings
+
+from config import health
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def kafka_unreachable(settings):
+    settings.KAFKA_CLIENT_CONFIG = {"bootstrap.servers": f"127.0.0.1:{_closed_port()}"}
+
+
+@pytest.fixture
+def redis_unreachable(settings):
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0",
+        }
+    }
+
+
+def test_healthz_answers_without_touching_dependencies(client, kafka_unreachable):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_every_part_up(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "redis", "kafka"}
+    for part in body["checks"].values():
+        assert part["ok"] is True
+        assert part["latency_ms"] >= 0
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_and_names_the_part_that_is_down(client, kafka_unreachable):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] and checks["redis"]["ok"]
+    assert checks["kafka"] == {
+        "ok": False,
+        "latency_ms": checks["kafka"]["latency_ms"],
+        "error": "KafkaException",
+    }
+
+
+def test_check_kafka_fails_within_its_timeout(kafka_unreachable):
+    result = health.check_kafka(timeout=1.0)
+    assert not result.ok
+    assert "KafkaException" in result.detail
+    assert result.latency_ms < 3000
+
+
+def test_check_kafka_ok_names_the_brokers():
+    result = health.check_kafka()
+    assert result.ok, result.detail
+    assert "1 broker(s)" in result.detail
+
+
+def test_check_redis_down(redis_unreachable):
+    result = health.check_redis()
+    assert not result.ok
+    assert "ConnectionError" in result.detail
+
+
+@pytest.mark.django_db
+def test_check_database_names_the_database():
+    result = health.check_database()
+    assert result.ok
+    assert result.detail == f"postgresql {settings.DATABASES['default']['NAME']}"
+
+
+def test_readyz_refuses_writes(client):
+    assert client.post("/readyz").status_code == 405

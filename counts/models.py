@@ -25,3 +25,13 @@ class Count(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def parse_count_id(count_id: uuid.UUID | str) -> uuid.UUID:
+    """The id as a UUID; anything that is not one names no count."""
+    if isinstance(count_id, uuid.UUID):
+        return count_id
+    try:
+        return uuid.UUID(str(count_id))
+    except ValueError:
+        raise Count.DoesNotExist(f"No count with id {count_id!r}.") from None

@@ -6,7 +6,7 @@ import uuid
 
 from django.db.models import QuerySet
 
-from counts.models import Count
+from counts.models import Count, parse_count_id
 
 
 def count_list() -> QuerySet[Count]:
@@ -14,4 +14,4 @@ def count_list() -> QuerySet[Count]:
 
 
 def count_get(*, count_id: uuid.UUID | str) -> Count:
-    return Count.objects.get(pk=count_id)
+    return Count.objects.get(pk=parse_count_id(count_id))

@@ -14,7 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
 
 from counts import events
-from counts.models import INT64_MAX, INT64_MIN, Count
+from counts.models import INT64_MAX, INT64_MIN, Count, parse_count_id
+from counts.selectors import count_get
 from outbox.services import enqueue
 
 
@@ -25,13 +26,24 @@ def _check_int64(field: str, value: int) -> None:
         raise ValidationError({field: f"Must be between {INT64_MIN} and {INT64_MAX}."})
 
 
+def _check_text(field: str, value: str) -> None:
+    if not isinstance(value, str):
+        raise ValidationError({field: "Must be a string."})
+
+
 def _check_name(name: str) -> str:
-    name = (name or "").strip()
+    _check_text("name", name)
+    name = name.strip()
     if not name:
         raise ValidationError({"name": "This field may not be blank."})
     if len(name) > Count._meta.get_field("name").max_length:
         raise ValidationError({"name": "At most 100 characters."})
     return name
+
+
+def _locked(count_id: uuid.UUID | str) -> Count:
+    """The count, its row locked until the transaction ends (call inside atomic)."""
+    return Count.objects.select_for_update().get(pk=parse_count_id(count_id))
 
 
 def _name_taken() -> ValidationError:
@@ -40,6 +52,7 @@ def _name_taken() -> ValidationError:
 
 def count_create(*, name: str, description: str = "", value: int = 0) -> Count:
     name = _check_name(name)
+    _check_text("description", description)
     _check_int64("value", value)
     try:
         with transaction.atomic():
@@ -61,10 +74,11 @@ def count_update_info(
     if name is not None:
         changes["name"] = _check_name(name)
     if description is not None:
+        _check_text("description", description)
         changes["description"] = description
     try:
         with transaction.atomic():
-            count = Count.objects.select_for_update().get(pk=count_id)
+            count = _locked(count_id)
             changes = {f: v for f, v in changes.items() if getattr(count, f) != v}
             if not changes:
                 return count
@@ -80,10 +94,10 @@ def count_update_info(
 
 def count_delete(*, count_id: uuid.UUID | str) -> None:
     with transaction.atomic():
-        count = Count.objects.select_for_update().get(pk=count_id)
-        deleted_version = count.version + 1
+        count = _locked(count_id)
+        deleted_id, deleted_version = count.id, count.version + 1
         count.delete()
-        count.id = count_id  # delete() clears the pk; the event still names the count
+        count.id = deleted_id  # delete() clears the pk; the event still names the count
         enqueue(events.info_updated(count, "deleted", version=deleted_version))
 
 
@@ -97,11 +111,16 @@ _INCREMENT_SQL = f"""
 
 
 def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
-    """Add `delta` (negative allowed) in one atomic UPDATE that also locks the row."""
+    """Add `delta` (negative allowed) in one atomic UPDATE that also locks the row.
+
+    Adding 0 changes nothing, so it writes nothing and emits no event.
+    """
     _check_int64("delta", delta)
+    if delta == 0:
+        return count_get(count_id=count_id)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_INCREMENT_SQL, [delta, str(count_id)])
+            cursor.execute(_INCREMENT_SQL, [delta, parse_count_id(count_id)])
             row = cursor.fetchone()
             if row is None:
                 raise Count.DoesNotExist(f"No count with id {count_id}.")
@@ -115,7 +134,7 @@ def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
 def count_set(*, count_id: uuid.UUID | str, value: int) -> Count:
     _check_int64("value", value)
     with transaction.atomic():
-        count = Count.objects.select_for_update().get(pk=count_id)
+        count = _locked(count_id)
         old_value = count.value
         if old_value == value:
             return count

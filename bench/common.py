@@ -1,0 +1,134 @@
+"""What every benchmark shares: its own environment, the result line and percentiles.
+
+A benchmark calls `setup_bench()` before touching Django. That points the process (and,
+through `BenchEnv.env`, the relay/consumer subprocesses it starts) at a separate database
+(BENCH_DATABASE_URL, created and migrated when missing), fresh Kafka topics under
+"bench.<random>." (deleted again at exit) and its own cache key prefix, so a benchmark
+never disturbs the dev stack or a test run sharing the machine.
+
+Each benchmark prints one JSON line per result with `emit()`; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import statistics
+import sys
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://countstream:countstream@127.0.0.1:5432/countstream_bench"
+
+
+@dataclass(frozen=True)
+class BenchEnv:
+    run_id: str
+    database_url: str
+    topic_prefix: str
+    env: dict[str, str]  # os.environ for subprocesses: same database, topics and cache
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def setup_bench() -> BenchEnv:
+    """Prepare the benchmark environment and set up Django in this process."""
+    run_id = uuid.uuid4().hex[:8]
+    database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    overrides = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url,
+        "KAFKA_TOPIC_PREFIX": f"bench.{run_id}.",
+        "KAFKA_CONSUMER_GROUP": f"bench.{run_id}.dashboard",
+        "CACHE_KEY_PREFIX": f"bench:{run_id}",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+    }
+    os.environ.update(overrides)
+    sys.path.insert(0, str(ROOT))
+    _create_database_if_missing(database_url)
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    topics = _ensure_topics()
+    atexit.register(_delete_topics, topics)
+    log(f"database {database_url.rsplit('/', 1)[-1]}, topics bench.{run_id}.*")
+    return BenchEnv(run_id, database_url, overrides["KAFKA_TOPIC_PREFIX"], dict(os.environ))
+
+
+def _create_database_if_missing(database_url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    with psycopg.connect(database_url, dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            log(f"creating database {name}")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _ensure_topics() -> list[str]:
+    from django.conf import settings
+
+    from counts.events import TOPICS
+    from outbox.kafka import ensure_topics
+
+    return list(ensure_topics([*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]))
+
+
+def _delete_topics(topics: list[str]) -> None:
+    from outbox.kafka import admin_client
+
+    admin = admin_client()  # keep it alive until the futures resolve
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        try:
+            future.result()
+        except Exception as exc:  # cleanup must not hide the benchmark's own result
+            log(f"could not delete a bench topic: {exc}")
+
+
+def percentile(samples: Iterable[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of a non-empty sample."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(samples: Iterable[float], pcts: Iterable[float] = (50, 99)) -> dict[str, float]:
+    """p50/p99/... and max of a sample, rounded for printing."""
+    values = list(samples)
+    figures = {f"p{pct:g}": round(percentile(values, pct), 3) for pct in pcts}
+    figures["max"] = round(max(values), 3)
+    return figures
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def emit(
+    name: str,
+    figures: Mapping[str, float],
+    units: Mapping[str, str],
+    baseline: str,
+    ratio: float | None,
+) -> None:
+    """Print the one JSON result line that bench/run.py collects."""
+    line = {
+        "name": name,
+        "figures": dict(figures),
+        "units": dict(units),
+        "baseline": baseline,
+        "ratio": None if ratio is None else round(ratio, 4),
+    }
+    print(json.dumps(line), flush=True)

@@ -7,6 +7,8 @@ through `BenchEnv.env`, the relay/consumer subprocesses it starts) at a separate
 never disturbs the dev stack or a test run sharing the machine.
 
 Each benchmark prints one JSON line per result with `emit()`; everything else goes to stderr.
+Benchmarks run as `python bench/bench_<name>.py`, so they import this module as `common`
+and import Django code only after `setup_bench()`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """countstream settings: everything comes from environment variables with loopback defaults.
 
 Every variable is listed in the README's configuration table. Set COUNTSTREAM_ENV=production
-to get production checks: a real SECRET_KEY is required and DEBUG must be off.
+to get production checks (a strong SECRET_KEY, DEBUG off, no loopback defaults for services)
+and HTTPS hardening; docs/reliability.md describes them.
 """
 
 from pathlib import Path
@@ -18,14 +19,42 @@ PRODUCTION = COUNTSTREAM_ENV == "production"
 
 DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
-if PRODUCTION and (not SECRET_KEY or DEBUG):
-    raise ImproperlyConfigured(
-        "COUNTSTREAM_ENV=production needs DJANGO_SECRET_KEY set and DJANGO_DEBUG off"
-    )
+# Production never falls back to a development default for a secret, an address or a
+# credential: each of these must come from its environment variable.
+PRODUCTION_REQUIRED_ENV = (
+    "DJANGO_SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+)
+if PRODUCTION:
+    if missing := [name for name in PRODUCTION_REQUIRED_ENV if not env.str(name, default="")]:
+        raise ImproperlyConfigured(f"COUNTSTREAM_ENV=production needs {', '.join(missing)} set")
+    if DEBUG:
+        raise ImproperlyConfigured("COUNTSTREAM_ENV=production refuses DJANGO_DEBUG on")
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 50 random characters")
 SECRET_KEY = SECRET_KEY or "dev-only-insecure-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Production hardening: HTTPS only, secure cookies, HSTS (docs/reliability.md) -----------
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # Probes and scrapers speak plain HTTP inside the cluster; a redirect would fail them.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+        # Trust X-Forwarded-Proto only behind a proxy that sets it and drops clients' copies.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_SUBDOMAINS", default=True)
+    # Preloading is a promise to browsers' lists that only the domain's owner can make.
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -38,6 +67,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "counts",
     "outbox",
     "dashboard",
@@ -150,6 +180,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "counts.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"writes": env.str("API_WRITE_THROTTLE", default="100000/minute")},
 }
 SPECTACULAR_SETTINGS = {
@@ -157,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Named counters; every change is published to Kafka through an outbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc assets are served from the sidecar package: no CDN needed.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Internationalisation, static files --------------------------------------------------

@@ -224,3 +224,7 @@ KAFKA_TOPIC_RETENTION_MS = env.int("KAFKA_TOPIC_RETENTION_MS", default=14 * 24 *
 KAFKA_TOPIC_RETENTION_BYTES = env.int("KAFKA_TOPIC_RETENTION_BYTES", default=-1)
 # Where the consumer parks messages it cannot parse or validate (logical name).
 KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="count-events-dead-letter")
+
+# --- Consumer ------------------------------------------------------------------------------
+# Where `manage.py consume` serves its Prometheus metrics (0 turns them off).
+CONSUMER_METRICS_PORT = env.int("CONSUMER_METRICS_PORT", default=9102)

@@ -10,6 +10,9 @@ from django.conf import settings
 
 from outbox.kafka import client_config
 
+# Private services to break and app processes to kill (the reliability tests).
+pytest_plugins = ["tests.faults"]
+
 
 @pytest.fixture
 def kafka_producer() -> Producer:

@@ -1,0 +1,473 @@
+"""Fault injection for the reliability tests: private services to break, app processes to kill.
+
+Nothing here touches the shared PostgreSQL (5432), Redis (6379) or Kafka (9092). Every
+service a test stops or restarts is its own, on free loopback ports, in its own folder,
+and is torn down when the test ends. Registered as a pytest plugin in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from scripts.services import KafkaNode, is_listening, kafka_cluster_id
+
+ROOT = Path(__file__).resolve().parent.parent
+# PostgreSQL runs as the `postgres` OS user, which cannot enter pytest's private tmp dirs.
+FAULTS_HOME = ROOT / ".local" / "faults"
+
+T = TypeVar("T")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports that were free a moment ago."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+    """Poll until `predicate` returns something truthy and return it; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := predicate():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)."""
+    print(json.dumps({"scenario": scenario, **figures}, sort_keys=True), flush=True)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> Path:
+    versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
+    return versions[-1] / "bin"
+
+
+@dataclass
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster (initdb) that a test may stop, crash and restart."""
+
+    home: Path
+    port: int
+    user: str = "countstream"
+    password: str = "countstream"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    def _as_postgres(self, *argv: str) -> str:
+        cmd = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/").stdout
+
+    def init(self) -> PrivatePostgres:
+        self.home.mkdir(parents=True)
+        shutil.chown(self.home, "postgres", "postgres")
+        pg = _postgres_bin()
+        self._as_postgres(str(pg / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")
+        self.start()
+        self.psql(f"CREATE ROLE {self.user} LOGIN CREATEDB PASSWORD '{self.password}'")
+        return self
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.home} "
+            "-c fsync=off -c full_page_writes=off -c max_connections=50"
+        )
+        pg_ctl = str(_postgres_bin() / "pg_ctl")
+        log = str(self.home / "postgres.log")
+        self._as_postgres(pg_ctl, "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` is a clean shutdown; `immediate` is a crash (recovery runs on start)."""
+        pg_ctl = str(_postgres_bin() / "pg_ctl")
+        self._as_postgres(pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def is_running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        psql = str(_postgres_bin() / "psql")
+        return self._as_postgres(
+            psql, "-h", str(self.home), "-p", str(self.port), "-d", database, "-tAc", sql
+        )
+
+    def create_database(self, name: str) -> str:
+        self.psql(f"CREATE DATABASE {name} OWNER {self.user}")
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        return f"postgres://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def destroy(self) -> None:
+        if self.is_running():
+            self.stop("immediate")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own, without persistence, to stop and start at will."""
+
+    home: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    def start(self) -> PrivateRedis:
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.home)]
+        with open(self.home / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: is_listening("127.0.0.1", self.port), 15, f"redis on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def private_kafka_node(home: Path, heap: str = "512m") -> KafkaNode:
+    port, controller_port = free_ports(2)
+    return KafkaNode(port=port, controller_port=controller_port, home=home, heap=heap)
+
+
+@dataclass
+class KafkaCluster:
+    """Kafka brokers in one KRaft cluster with a static controller quorum, on loopback."""
+
+    nodes: list[KafkaNode]
+
+    @classmethod
+    def build(cls, home: Path, size: int = 3, min_isr: int = 2) -> KafkaCluster:
+        ports = free_ports(2 * size)
+        voters = ",".join(f"{i + 1}@127.0.0.1:{ports[2 * i + 1]}" for i in range(size))
+        cluster_id = kafka_cluster_id()
+        nodes = [
+            KafkaNode(
+                port=ports[2 * i],
+                controller_port=ports[2 * i + 1],
+                home=home / f"node{i + 1}",
+                node_id=i + 1,
+                voters=voters,
+                cluster_id=cluster_id,
+                replication=size,
+                min_isr=min_isr,
+                heap="384m",
+            )
+            for i in range(size)
+        ]
+        return cls(nodes)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> KafkaCluster:
+        # The voters wait for each other's quorum, so they must start together.
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(KafkaNode.start, self.nodes))
+        wait_for(self._all_registered, 60, "every broker to register with the controller")
+        return self
+
+    def _all_registered(self) -> bool:
+        metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=5)
+        return len(metadata.brokers) == len(self.nodes)
+
+    def stop(self) -> None:
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.stop(hard=True), self.nodes))
+
+
+def create_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 3, replication: int = 1
+) -> None:
+    """Create topics on a private broker (the project's `kafka_topics` targets the shared one)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+    topics = [NewTopic(name, partitions, replication) for name in names]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: dict
+    headers: dict[str, str]
+
+    @property
+    def event_id(self) -> str:
+        return self.headers.get("event_id") or self.value["event_id"]
+
+
+def read_topics(
+    bootstrap: str, topics: list[str], until: Callable[[list[Delivered]], bool], timeout: float
+) -> list[Delivered]:
+    """Read the topics from the beginning until `until(messages)` holds or time runs out."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reliability-reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(topics)
+    messages: list[Delivered] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(messages) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    continue
+                messages.append(
+                    Delivered(
+                        topic=message.topic(),
+                        partition=message.partition(),
+                        offset=message.offset(),
+                        key=message.key().decode(),
+                        value=json.loads(message.value()),
+                        headers={k: v.decode() for k, v in message.headers() or []},
+                    )
+                )
+    finally:
+        consumer.close()
+    return messages
+
+
+@dataclass
+class DeliveryAudit:
+    """Written events (in commit order) against what Kafka holds."""
+
+    written: int
+    delivered: int
+    duplicates: int
+    lost: int
+    out_of_order_keys: int
+
+    @classmethod
+    def of(cls, committed: list[tuple[str, str]], messages: list[Delivered]) -> DeliveryAudit:
+        """`committed` is (key, event_id) in commit order, e.g. outbox rows by id."""
+        expected: dict[str, list[str]] = defaultdict(list)
+        for key, event_id in committed:
+            expected[key].append(event_id)
+        seen: set[str] = set()
+        arrived: dict[str, list[str]] = defaultdict(list)
+        for message in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
+            if message.event_id not in seen:
+                seen.add(message.event_id)
+                arrived[message.key].append(message.event_id)
+        wanted = {event_id for _, event_id in committed}
+        # First arrivals of each key, by topic, must follow commit order.
+        disordered = sum(
+            1
+            for key, ids in expected.items()
+            if [i for i in arrived.get(key, []) if i in wanted] != [i for i in ids if i in seen]
+        )
+        return cls(
+            written=len(committed),
+            delivered=len(wanted & seen),
+            duplicates=len(messages) - len(seen),
+            lost=len(wanted - seen),
+            out_of_order_keys=disordered,
+        )
+
+    def figures(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+# --------------------------------------------------------------------------- app processes
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for a Django connection's settings (the pytest test database)."""
+    s = settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@dataclass
+class AppProcess:
+    """`manage.py relay`, `manage.py consume` or the ASGI server, as a real OS process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self) -> AppProcess:
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start #{self.starts + 1}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.starts += 1
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no flush, exactly like a crashed machine."""
+        if self.alive:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.alive:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode if self.process else 0
+
+    def restart(self) -> AppProcess:
+        self.kill()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+COMMANDS = {
+    "relay": ["manage.py", "relay"],
+    "consume": ["manage.py", "consume"],
+    "web": ["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--no-access-log"],
+}
+
+
+@dataclass
+class AppProcesses:
+    """Starts app processes against a given database, Kafka and Redis; kills them all at the end."""
+
+    logs: Path
+    started: list[AppProcess] = field(default_factory=list)
+
+    def spawn(
+        self,
+        kind: str,
+        *args: str,
+        database_url: str,
+        kafka: str | None = None,
+        redis: str | None = None,
+        **env: str,
+    ) -> AppProcess:
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+            **({"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}),
+            **({"REDIS_URL": redis} if redis else {}),
+            **env,
+        }
+        name = f"{kind}-{len(self.started) + 1}"
+        process = AppProcess(
+            name, [sys.executable, *COMMANDS[kind], *args], environment, self.logs / f"{name}.log"
+        )
+        self.started.append(process.start())
+        return process
+
+    def web(self, **kwargs: Any) -> tuple[AppProcess, str]:
+        """The ASGI server on a free port, once it answers /healthz; returns it and its URL."""
+        (port,) = free_ports(1)
+        process = self.spawn("web", "--port", str(port), **kwargs)
+        wait_for(lambda: is_listening("127.0.0.1", port), 60, f"{process.name} on {port}")
+        return process, f"http://127.0.0.1:{port}"
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.kill()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def app_processes(tmp_path: Path) -> Iterator[AppProcesses]:
+    processes = AppProcesses(tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def test_database_url(transactional_db) -> str:
+    """The pytest test database, for processes the test starts (needs `transactional_db`)."""
+    from django.db import connection
+
+    return database_url(connection.settings_dict)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    (port,) = free_ports(1)
+    server = PrivatePostgres(FAULTS_HOME / f"pg-{uuid.uuid4().hex[:8]}", port).init()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    (port,) = free_ports(1)
+    server = PrivateRedis(tmp_path / "redis", port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[KafkaNode]:
+    node = private_kafka_node(tmp_path / "kafka")
+    node.start()
+    yield node
+    node.stop(hard=True)
+
+
+@pytest.fixture
+def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster.build(tmp_path / "cluster").start()
+    yield cluster
+    cluster.stop()

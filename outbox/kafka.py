@@ -1,8 +1,25 @@
-"""Kafka clients built from Django settings (bootstrap servers, security, tuning)."""
+"""Kafka clients built from Django settings, and the layout of countstream's topics.
+
+The wanted layout (partitions, replication, retention, cleanup policy, min ISR) comes from
+settings; docs/operations.md says why the defaults are what they are (CA-710A, CA-710B).
+"""
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, NewTopic
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    OffsetSpec,
+    ResourceType,
+)
 from django.conf import settings
 
 from outbox.services import topic_name
@@ -44,4 +61,202 @@ def ensure_topics(logical_names: list[str], timeout: float = 30) -> dict[str, st
         admin.create_topics(missing, operation_timeout=timeout).values() if missing else []
     ):
         future.result()
+    _wait_until_served(admin, [topic.topic for topic in missing], timeout)
     return {name: "exists" if name in existing else "created" for name in sorted(wanted)}
+
+
+def _wait_until_served(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every partition of new topics answers: a broker learns of them a bit later."""
+    deadline = time.monotonic() + timeout
+    while names:
+        try:
+            topics = admin.list_topics(timeout=timeout).topics
+            tps = [TopicPartition(name, p) for name in names for p in topics[name].partitions]
+            _end_offsets(admin, tps, timeout)
+            return
+        except (KafkaException, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# --- Drift: an existing topic that differs from settings ---------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    topic: str
+    setting: str
+    actual: str
+    wanted: str
+    fix: str  # what would repair it
+
+    def __str__(self) -> str:
+        wanted = f"settings want {self.wanted}"
+        return f"{self.topic}: {self.setting} is {self.actual}, {wanted} ({self.fix})"
+
+
+@dataclass
+class LayoutReport:
+    states: dict[str, str]  # topic -> created / exists
+    changed: list[str] = field(default_factory=list)  # what this run repaired
+    drift: list[Drift] = field(default_factory=list)  # what still differs
+
+
+def _topic_configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, dict]:
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    return {resource.name: future.result() for resource, future in futures.items()}
+
+
+def topic_drift(names: list[str], timeout: float = 30) -> list[Drift]:
+    """How these existing topics differ from the layout in settings."""
+    admin = admin_client()
+    topics = admin.list_topics(timeout=timeout).topics
+    configs = _topic_configs(admin, names, timeout)
+    drift = []
+    for name in names:
+        partitions = topics[name].partitions
+        count, wanted_count = len(partitions), settings.KAFKA_TOPIC_PARTITIONS
+        if count < wanted_count:
+            drift.append(
+                Drift(name, "partitions", str(count), str(wanted_count), "--increase-partitions")
+            )
+        elif count > wanted_count:
+            fix = "Kafka cannot remove partitions; raise KAFKA_TOPIC_PARTITIONS or recreate"
+            drift.append(Drift(name, "partitions", str(count), str(wanted_count), fix))
+        replicas = len(partitions[0].replicas)
+        if replicas != settings.KAFKA_TOPIC_REPLICATION_FACTOR:
+            fix = "reassign partitions with kafka-reassign-partitions"
+            wanted = str(settings.KAFKA_TOPIC_REPLICATION_FACTOR)
+            drift.append(Drift(name, "replication factor", str(replicas), wanted, fix))
+        for key, wanted in topic_configs().items():
+            actual = configs[name][key].value
+            if actual != wanted:
+                drift.append(Drift(name, key, actual, wanted, "--alter-configs"))
+    return drift
+
+
+def ensure_topic_layout(
+    logical_names: list[str],
+    *,
+    increase_partitions: bool = False,
+    alter_configs: bool = False,
+    timeout: float = 30,
+) -> LayoutReport:
+    """Create missing topics, then repair what the flags allow and report what still differs.
+
+    Partitions are only ever added on request: keys hash onto the new count, so from then
+    on a count's events land on another partition than its older ones (order per count
+    holds only for events written after the change).
+    """
+    report = LayoutReport(states=ensure_topics(logical_names, timeout))
+    drift = topic_drift(list(report.states), timeout)
+    admin = admin_client()
+    fixable = {"--increase-partitions": increase_partitions, "--alter-configs": alter_configs}
+    for item in drift:
+        if not fixable.get(item.fix):
+            report.drift.append(item)
+        elif item.setting == "partitions":
+            wanted = int(item.wanted)
+            admin.create_partitions([NewPartitions(item.topic, wanted)])[item.topic].result()
+            report.changed.append(f"{item.topic}: partitions {item.actual} -> {wanted}")
+        else:
+            entry = ConfigEntry(
+                item.setting, item.wanted, incremental_operation=AlterConfigOpType.SET
+            )
+            resource = ConfigResource(ResourceType.TOPIC, item.topic, incremental_configs=[entry])
+            admin.incremental_alter_configs([resource])[resource].result()
+            report.changed.append(f"{item.topic}: {item.setting} {item.actual} -> {item.wanted}")
+    return report
+
+
+# --- Describe: partitions, leaders, configs, end offsets, consumer group lag --------------
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    partition: int
+    leader: int
+    replicas: list[int]
+    isr: list[int]
+    end_offset: int
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None  # None: the group never committed on this partition
+    lag: int
+
+
+@dataclass
+class TopicState:
+    name: str
+    exists: bool
+    configs: dict[str, str] = field(default_factory=dict)
+    partitions: list[PartitionState] = field(default_factory=list)
+    lags: list[GroupLag] = field(default_factory=list)
+
+
+def _end_offsets(admin: AdminClient, tps: list[TopicPartition], timeout: float) -> dict:
+    if not tps:
+        return {}
+    futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=timeout)
+    return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+
+
+def _shown_configs(entries: dict) -> dict[str, str]:
+    """The settings countstream manages, plus anything else set on the topic itself."""
+    return {
+        key: entry.value
+        for key, entry in sorted(entries.items())
+        if key in topic_configs() or not entry.is_default
+    }
+
+
+def _committed_offsets(admin: AdminClient, topics: set[str], timeout: float) -> dict:
+    """(group, topic, partition) -> committed offset, for every group that reads `topics`."""
+    groups = admin.list_consumer_groups(request_timeout=timeout).result().valid
+    requests = {
+        listing.group_id: admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(listing.group_id)], request_timeout=timeout
+        )[listing.group_id]
+        for listing in groups
+    }
+    committed = {}
+    for group, future in requests.items():
+        for tp in future.result().topic_partitions:
+            if tp.topic in topics:
+                committed[(group, tp.topic, tp.partition)] = tp.offset
+    return committed
+
+
+def describe_topics(names: list[str], timeout: float = 30) -> list[TopicState]:
+    admin = admin_client()
+    metadata = admin.list_topics(timeout=timeout).topics
+    present = [name for name in names if name in metadata]
+    configs = _topic_configs(admin, present, timeout) if present else {}
+    tps = [TopicPartition(name, p) for name in present for p in metadata[name].partitions]
+    ends = _end_offsets(admin, tps, timeout)
+    committed = _committed_offsets(admin, set(present), timeout) if present else {}
+    states = []
+    for name in names:
+        if name not in metadata:
+            states.append(TopicState(name, exists=False))
+            continue
+        state = TopicState(name, exists=True, configs=_shown_configs(configs[name]))
+        for number, part in sorted(metadata[name].partitions.items()):
+            end = ends[(name, number)]
+            state.partitions.append(
+                PartitionState(number, part.leader, list(part.replicas), list(part.isrs), end)
+            )
+        for (group, topic, number), offset in sorted(committed.items()):
+            if topic == name:
+                done = offset if offset >= 0 else None
+                lag = ends[(topic, number)] - (done or 0)
+                state.lags.append(GroupLag(group, topic, number, done, lag))
+        states.append(state)
+    return states

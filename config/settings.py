@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -139,6 +140,29 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="counts
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The periodic jobs are idempotent: a task lost with a killed worker simply runs again.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A run still queued when the next is due is dropped ("expires"): the next does the same work.
+OUTBOX_PRUNE_INTERVAL_SECONDS = env.float("OUTBOX_PRUNE_INTERVAL_SECONDS", default=3600)
+DASHBOARD_RECONCILE_INTERVAL_SECONDS = env.float(
+    "DASHBOARD_RECONCILE_INTERVAL_SECONDS", default=300
+)
+CELERY_BEAT_SCHEDULE = {
+    "prune-published-outbox": {
+        "task": "outbox.tasks.prune_published_outbox",
+        "schedule": OUTBOX_PRUNE_INTERVAL_SECONDS,
+        "options": {"expires": OUTBOX_PRUNE_INTERVAL_SECONDS},
+    },
+    "reconcile-dashboard": {
+        "task": "dashboard.tasks.reconcile_dashboard",
+        "schedule": DASHBOARD_RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": DASHBOARD_RECONCILE_INTERVAL_SECONDS},
+    },
+}
+
+# The web process's /metrics answers loopback clients, or scrapers sending this bearer token.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Kafka --------------------------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django_redis import get_redis_connection
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -37,24 +38,25 @@ return 0
 """
 
 
-def _key(*parts: str) -> str:
+def redis_key(*parts: str) -> str:
+    """A Redis key under this environment's CACHE_KEY_PREFIX."""
     return ":".join([settings.CACHE_KEY_PREFIX, *parts])
 
 
 def count_key(count_id: str) -> str:
-    return _key("count", str(count_id))
+    return redis_key("count", str(count_id))
 
 
 def count_generation_key(count_id: str) -> str:
-    return _key("gen", "count", str(count_id))
+    return redis_key("gen", "count", str(count_id))
 
 
 def list_key(query: str) -> str:
-    return _key("count-list", query)
+    return redis_key("count-list", query)
 
 
 def list_generation_key() -> str:
-    return _key("gen", "count-list")
+    return redis_key("gen", "count-list")
 
 
 def redis_client():
@@ -96,8 +98,24 @@ def invalidate_counts(count_ids: Iterable[str]) -> None:
     commit its offsets before this succeeded.
     """
     pipe = redis_client().pipeline(transaction=True)
+    queue_invalidation(pipe, count_ids)
+    pipe.execute()
+
+
+def queue_invalidation(pipe: Pipeline, count_ids: Iterable[str]) -> None:
+    """Add the invalidation of these counts to `pipe`, so it can share a round trip."""
     for count_id in count_ids:
         pipe.incr(count_generation_key(count_id))
         pipe.delete(count_key(count_id))
     pipe.incr(list_generation_key())
-    pipe.execute()
+
+
+def drop_all_entries() -> int:
+    """Delete every cached count and list entry (a rebuild); return how many were dropped."""
+    client = redis_client()
+    patterns = (count_key("*"), list_key("*"))
+    keys = [key for pattern in patterns for key in client.scan_iter(match=pattern, count=1000)]
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+    client.incr(list_generation_key())
+    return len(keys)

@@ -1,0 +1,92 @@
+"""`manage.py consume`: Kafka count events -> cache invalidation and the live dashboard."""
+
+import signal
+from argparse import ArgumentTypeError
+from datetime import datetime
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from prometheus_client import start_http_server
+
+from config.health import check_all
+from dashboard.consumer import DashboardConsumer, StartAt
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+00:00")
+    return moment
+
+
+class Command(BaseCommand):
+    help = (
+        "Consume count events: invalidate caches and refresh the dashboard. "
+        "--from-beginning / --reset-to rebuild the read model and caches from the log."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        start = parser.add_mutually_exclusive_group()
+        start.add_argument(
+            "--from-beginning",
+            action="store_true",
+            help="rebuild: replay every event still in the topics",
+        )
+        start.add_argument(
+            "--reset-to",
+            metavar="ISO_TIME",
+            type=_iso_time,
+            help="replay the events from this time on, repairing what they touch "
+            "(e.g. 2026-01-31T12:00:00Z)",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="exit once every assigned partition is caught up"
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="exit 0 if Kafka, Redis and PostgreSQL answer, 1 if not",
+        )
+        parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=settings.CONSUMER_METRICS_PORT,
+            help="Prometheus metrics port on 127.0.0.1 (0: off; default %(default)s)",
+        )
+
+    def handle(self, *args, **options) -> None:
+        if options["check"]:
+            return self._check()
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        replay = options["from_beginning"] or options["reset_to"] is not None
+        consumer = DashboardConsumer(
+            batch_size=options["batch_size"],
+            start_at=StartAt(options["reset_to"]) if replay else None,
+            once=options["once"],
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: consumer.stop())
+        self._serve_metrics(options["metrics_port"])
+        consumer.run()
+
+    def _check(self) -> None:
+        results = check_all(["kafka", "redis", "database"])
+        for name, result in results.items():
+            state = "ok" if result.ok else "DOWN"
+            self.stdout.write(f"{name}: {state} ({result.detail}, {result.latency_ms} ms)")
+        if not all(result.ok for result in results.values()):
+            raise CommandError("the consumer's dependencies are not all reachable")
+
+    def _serve_metrics(self, port: int) -> None:
+        if port == 0:
+            return
+        try:
+            start_http_server(port, addr="127.0.0.1")
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on 127.0.0.1:{port}: {exc}") from exc
+        self.stdout.write(f"metrics on http://127.0.0.1:{port}/metrics")

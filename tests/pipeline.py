@@ -1,0 +1,136 @@
+"""Helpers for the consumer and dashboard tests: an isolated event pipeline per test.
+
+Each test gets its own topics, consumer group and Redis keys (a fresh run id, which
+subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events.
+`publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytest
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from django.conf import settings
+from django.utils import timezone
+
+from counts.events import TOPICS
+from dashboard.consumer import DashboardConsumer
+from outbox.kafka import admin_client, client_config, ensure_topics
+from outbox.models import OutboxMessage
+from outbox.services import topic_name
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+@dataclass
+class Pipeline:
+    run_id: str
+
+    @property
+    def topics(self) -> list[str]:
+        return [topic_name(t) for t in (*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC)]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (add DATABASE_URL): same topics, group and keys."""
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "COUNTSTREAM_TEST_RUN": self.run_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def publish_pending(self) -> int:
+        """Publish the pending outbox rows in id order, exactly as stored, and mark them."""
+        rows = list(OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING))
+        self.produce_raw(
+            (row.topic, row.key.encode(), bytes(row.value), list(row.headers.items()))
+            for row in rows
+        )
+        OutboxMessage.objects.filter(id__in=[r.id for r in rows]).update(
+            state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
+        )
+        return len(rows)
+
+    def produce_raw(self, messages) -> None:
+        producer = Producer(client_config(**{"partitioner": "murmur2_random"}))
+        for topic, key, value, headers in messages:
+            producer.produce(topic, key=key, value=value, headers=headers)
+        assert producer.flush(10) == 0
+
+    def consume_once(self) -> None:
+        DashboardConsumer(once=True).run()
+
+    def read_all(self, logical_topic: str, expected: int, timeout: float = 20) -> list[Message]:
+        consumer = Consumer(
+            client_config(
+                **{
+                    "group.id": f"{settings.KAFKA_TOPIC_PREFIX}reader-{uuid.uuid4().hex[:6]}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
+        consumer.subscribe([topic_name(logical_topic)])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(messages) < expected and time.monotonic() < deadline:
+                messages += [m for m in consumer.consume(100, timeout=0.2) if not m.error()]
+        finally:
+            consumer.close()
+        return messages
+
+    def lag(self) -> int:
+        """Events on the count topics that the dashboard group has not committed yet."""
+        admin = admin_client()
+        partitions = [
+            TopicPartition(topic_name(t), p)
+            for t in TOPICS
+            for p in range(settings.KAFKA_TOPIC_PARTITIONS)
+        ]
+        request = ConsumerGroupTopicPartitions(settings.KAFKA_CONSUMER_GROUP, partitions)
+        group = settings.KAFKA_CONSUMER_GROUP
+        committed = admin.list_consumer_group_offsets([request])[group].result()
+        probe = Consumer(client_config(**{"group.id": f"{group}-probe"}))
+        try:
+            ends = [probe.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        finally:
+            probe.close()
+        done = [max(tp.offset, 0) for tp in committed.topic_partitions]
+        return sum(end - offset for end, offset in zip(ends, done, strict=True))
+
+
+@pytest.fixture
+def pipeline(settings) -> Iterator[Pipeline]:
+    run_id = f"{os.environ['COUNTSTREAM_TEST_RUN']}{uuid.uuid4().hex[:6]}"
+    settings.KAFKA_TOPIC_PREFIX = f"test.{run_id}."
+    settings.KAFKA_CONSUMER_GROUP = f"test.{run_id}.dashboard"
+    settings.CACHE_KEY_PREFIX = f"test:{run_id}"
+    stream = Pipeline(run_id)
+    ensure_topics([*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC])
+    yield stream
+    admin = admin_client()  # must outlive its futures
+    for future in admin.delete_topics(stream.topics, operation_timeout=30).values():
+        future.result()

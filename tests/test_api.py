@@ -1,8 +1,10 @@
 """The REST API: every endpoint, its state and exact outbox rows, and every kind of bad input."""
 
+import asyncio
 import json
 import uuid
 
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
@@ -10,6 +12,7 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from config import asgi
 from counts.models import INT64_MAX, INT64_MIN, Count
 from counts.selectors import count_get
 from counts.services import count_create, count_increment, count_update_info
@@ -464,3 +467,23 @@ def test_swagger_ui_is_served_from_local_assets(anonymous):
     assert "cdn." not in page and "unpkg" not in page
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        "/static/admin/css/base.css",
+    ],
+)
+def test_the_asgi_app_serves_static_assets(path):
+    """uvicorn serves no files: the ASGI app itself must, or the docs and admin break."""
+
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=asgi.application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as web:
+            return await web.get(path)
+
+    response = asyncio.run(fetch())
+    assert response.status_code == 200
+    assert len(response.content) > 1000

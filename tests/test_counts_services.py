@@ -1,11 +1,14 @@
 """Every count service: the state it leaves and the exact outbox rows it commits with it."""
 
+import io
 import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import transaction
 
+from counts.management.commands.seed_demo import DEMO_COUNTS
 from counts.models import INT64_MAX, INT64_MIN, Count
 from counts.selectors import count_get
 from counts.services import (
@@ -271,3 +274,25 @@ def test_enqueue_refuses_to_run_outside_a_transaction():
     event = Event(topic="count-value-updated", key="k", value={})
     with pytest.raises(OutboxError, match="must run inside"):
         enqueue(event)
+
+
+# --- the demo seed --------------------------------------------------------------------------
+
+
+def test_seed_demo_creates_counts_through_the_services_once(django_user_model):
+    watch = OutboxWatch()
+    call_command("seed_demo", stdout=io.StringIO())
+    seeded = {count.name: count for count in Count.objects.all()}
+    expected = []
+    for name, _, value in DEMO_COUNTS:
+        assert seeded[name].value == value
+        expected.append(info_event(seeded[name].id, "created", name, value, 1))
+        if value:
+            expected.append(value_event(seeded[name].id, 0, value, 1))
+    watch.assert_events(*expected)
+
+    again = OutboxWatch()
+    call_command("seed_demo", stdout=io.StringIO())
+    again.assert_unchanged()
+    assert Count.objects.count() == len(DEMO_COUNTS)
+    assert django_user_model.objects.filter(is_superuser=True).count() == 1

@@ -39,6 +39,12 @@ class OutboxMessage(models.Model):
                 name="outbox_pending_by_lane",
                 condition=models.Q(state="pending"),
             ),
+            # The relay holds back later events of a key behind a parked row of that key.
+            models.Index(
+                fields=["key", "id"],
+                name="outbox_parked_by_key",
+                condition=models.Q(state="parked"),
+            ),
             models.Index(
                 fields=["published_at"],
                 name="outbox_published_at",

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
+from outbox import wakeup
 from outbox.models import OutboxMessage
 
 
@@ -62,4 +63,7 @@ def enqueue(*events: Event) -> list[OutboxMessage]:
         )
         for event in events
     ]
-    return OutboxMessage.objects.bulk_create(rows)
+    created = OutboxMessage.objects.bulk_create(rows)
+    # Wake the relay after the commit, never inside it: see outbox/wakeup.py.
+    transaction.on_commit(wakeup.notify_relays, robust=True)
+    return created

@@ -1,0 +1,449 @@
+"""The relay: outbox rows -> Kafka, at least once, in commit order per key (docs/relay.md).
+
+One loop, one batch at a time: claim the oldest pending rows of the lanes this relay
+leases, produce them, wait for every delivery report, then mark the delivered rows
+published in one UPDATE. A row is claimed by its state, never by an offset, so a row that
+becomes visible late (a smaller id committed after a larger one) is still found. Nothing
+is written before Kafka has acknowledged it: a relay killed at any moment leaves its rows
+pending, and whoever holds the lane next sends them again (duplicates, never gaps).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+import psycopg
+from confluent_kafka import KafkaError, KafkaException, Producer
+from django.conf import settings
+from django.db import connections
+
+from outbox import metrics, wakeup
+from outbox.kafka import client_config
+from outbox.leases import LaneLeases
+from outbox.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+TABLE = OutboxMessage._meta.db_table
+
+# Oldest pending rows of each owned lane, skipping keys that wait on a parked row or on a
+# retry backoff. Each lane gets its slice of the batch, so one busy lane cannot starve
+# the rest; every lane is a range scan of the partial index (lane, id) WHERE pending.
+_CLAIM = f"""
+    SELECT row.id, row.topic, row.key, row.value, row.headers, row.created_at
+      FROM unnest(%(lanes)s::int[]) AS owned(lane)
+     CROSS JOIN LATERAL (
+            SELECT o.id, o.topic, o.key, o.value, o.headers, o.created_at
+              FROM {TABLE} o
+             WHERE o.state = 'pending' AND o.lane = owned.lane
+               AND o.key <> ALL(%(held_keys)s::text[])
+               AND NOT EXISTS (
+                       SELECT 1 FROM {TABLE} p
+                        WHERE p.state = 'parked' AND p.key = o.key AND p.id < o.id)
+             ORDER BY o.id
+             LIMIT %(per_lane)s
+          ) AS row
+"""
+_MARK_PUBLISHED = f"""
+    UPDATE {TABLE} SET state = 'published', published_at = now()
+     WHERE id = ANY(%s) AND state = 'pending'
+"""
+_RECORD_FAILURE = f"""
+    UPDATE {TABLE}
+       SET attempts = attempts + 1, last_error = %(error)s,
+           state = CASE WHEN %(may_park)s AND attempts + 1 >= %(max_attempts)s
+                        THEN 'parked' ELSE state END
+     WHERE id = ANY(%(ids)s) AND state = 'pending'
+ RETURNING id, key, state, attempts
+"""
+_STATS = f"""
+    SELECT count(*) FILTER (WHERE state = 'pending'),
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'pending')),
+           count(*) FILTER (WHERE state = 'parked')
+      FROM {TABLE} WHERE state IN ('pending', 'parked')
+"""
+
+# Errors of the cluster, not of the message: retried without limit, never parked.
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._PURGE_QUEUE,
+    KafkaError._PURGE_INFLIGHT,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+# Safe-by-default producer settings; Django settings may tune them...
+_PRODUCER_DEFAULTS = {
+    "message.timeout.ms": 30_000,
+    "reconnect.backoff.max.ms": 1_000,
+}
+# ...but never these, which the ordering and no-loss guarantees rest on.
+_PRODUCER_REQUIRED = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
+
+
+def is_transient(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _TRANSIENT
+
+
+def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
+    return min(cap, base * 2 ** max(0, failures - 1))
+
+
+class OutboxRow(NamedTuple):
+    id: int
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    batch_size: int = 5000
+    once: bool = False
+    poll_interval: float = 1.0
+    rebalance_interval: float = 0.5
+    report_interval: float = 10.0
+    shutdown_grace: float = 30.0
+    max_attempts: int = 10
+
+
+class Relay:
+    """Publishes the outbox. `run()` blocks until `stop()` (or, with `once`, until drained)."""
+
+    def __init__(self, options: RelayOptions) -> None:
+        self.options = options
+        self.leases = LaneLeases(settings.OUTBOX_LANES, greedy=options.once)
+        self.producer = self._new_producer()
+        self.stopping = False
+        self.left_behind = 0  # rows a --once run could not publish
+        self._transient_failures = 0
+        self._reconnects = 0
+        self._paused_until = 0.0
+        self._held_keys: dict[str, float] = {}  # key -> monotonic time its backoff ends
+        self._next_rebalance = 0.0
+        self._next_report = time.monotonic() + options.report_interval
+        self._published_since_report = 0
+        self._errors_since_report = 0
+        self._kafka_errors_logged: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self, *_signal_args) -> None:
+        """Stop claiming; the batch in flight is still awaited and marked."""
+        if not self.stopping:
+            logger.info("relay: stopping after the current batch")
+        self.stopping = True
+
+    def run(self) -> int:
+        """Publish until stopped; the exit status is 0 unless a --once run left rows behind."""
+        while not self.stopping:
+            try:
+                with self._connect() as conn:
+                    self._serve(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._session_lost(exc)
+                continue
+            if self.options.once:
+                break
+        self._await_deliveries()
+        logger.info("relay: stopped")
+        return 1 if self.left_behind else 0
+
+    def _connect(self) -> psycopg.Connection:
+        params = connections["default"].get_connection_params()
+        for django_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(django_only, None)
+        conn = psycopg.connect(**params, autocommit=True, application_name="countstream-relay")
+        wakeup.listen(conn)
+        self.leases.join(conn)
+        self._reconnects = 0
+        logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
+        return conn
+
+    def _session_lost(self, exc: Exception) -> None:
+        """PostgreSQL went away, and with it our leases: finish what Kafka has, then retry.
+
+        Letting the in-flight messages land first keeps them ahead of whatever the lanes'
+        next owner re-sends.
+        """
+        self.leases.owned.clear()
+        metrics.LANES_OWNED.set(0)
+        self._await_deliveries()
+        self._reconnects += 1
+        delay = backoff(self._reconnects, base=0.5)
+        logger.error("relay: lost PostgreSQL (%s); reconnecting in %.1fs", exc, delay)
+        self._sleep(delay)
+
+    def _serve(self, conn: psycopg.Connection) -> None:
+        while not self.stopping:
+            self._housekeeping(conn)
+            if time.monotonic() < self._paused_until:
+                self._sleep(min(0.1, self._paused_until - time.monotonic()))
+                continue
+            rows = self._claim(conn)
+            if rows:
+                self._publish(conn, rows)
+            elif self.options.once:
+                break
+            else:
+                self._idle(conn)
+        if self.options.once:
+            self.left_behind = self._pending_in_owned_lanes(conn)
+
+    def _housekeeping(self, conn: psycopg.Connection) -> None:
+        now = time.monotonic()
+        if now >= self._next_rebalance:
+            self._rebalance(conn)
+        if now >= self._next_report:
+            self._report(conn)
+
+    def _idle(self, conn: psycopg.Connection) -> None:
+        """Wait for a commit's NOTIFY, the fallback poll, a stop or new lanes to serve."""
+        deadline = time.monotonic() + self.options.poll_interval
+        while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+            if wakeup.wait(conn, min(0.25, remaining)):
+                return
+            if time.monotonic() >= self._next_rebalance and self._rebalance(conn):
+                return
+            if time.monotonic() >= self._next_report:
+                self._report(conn)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------ leases
+
+    def _rebalance(self, conn: psycopg.Connection) -> bool:
+        """Take or give back lanes toward our fair share; True if we gained any."""
+        gained, released = self.leases.rebalance(conn)
+        self._next_rebalance = time.monotonic() + self.options.rebalance_interval
+        if gained or released:
+            logger.info(
+                "relay: lanes %d/%d (%d relays; +%d -%d)",
+                len(self.leases.owned),
+                self.leases.lanes,
+                self.leases.relays,
+                len(gained),
+                len(released),
+            )
+        metrics.LANES_OWNED.set(len(self.leases.owned))
+        metrics.RELAYS.set(self.leases.relays)
+        return bool(gained)
+
+    # ------------------------------------------------------------------ claim and publish
+
+    def _claim(self, conn: psycopg.Connection) -> list[OutboxRow]:
+        lanes = sorted(self.leases.owned)
+        if not lanes:
+            return []
+        now = time.monotonic()
+        self._held_keys = {key: end for key, end in self._held_keys.items() if end > now}
+        params = {
+            "lanes": lanes,
+            "held_keys": list(self._held_keys),
+            "per_lane": -(-self.options.batch_size // len(lanes)),
+        }
+        return [OutboxRow(*row) for row in conn.execute(_CLAIM, params).fetchall()]
+
+    def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
+        results: dict[int, KafkaError | None] = {}
+        halted: set[str] = set()  # keys whose row failed to produce: keep the rest back
+        for row in rows:
+            if row.key not in halted and not self._produce(row, results):
+                halted.add(row.key)
+        self._await_deliveries()
+        self._settle(conn, rows, results)
+
+    def _produce(self, row: OutboxRow, results: dict[int, KafkaError | None]) -> bool:
+        created = row.created_at.timestamp()
+
+        def delivered(error: KafkaError | None, _message) -> None:
+            results[row.id] = error
+            if error is None:
+                metrics.DELIVERY_AGE.observe(time.time() - created)
+
+        while True:
+            try:
+                self.producer.produce(
+                    row.topic, row.value, row.key, headers=row.headers, on_delivery=delivered
+                )
+                return True
+            except BufferError:  # librdkafka's queue is full: let it drain a little
+                self.producer.poll(0.05)
+            except KafkaException as exc:  # refused locally, e.g. larger than allowed
+                results[row.id] = exc.args[0]
+                return False
+
+    def _await_deliveries(self) -> None:
+        """Wait for every delivery report; after a stop, for at most the shutdown grace."""
+        deadline = None
+        while self.producer.flush(0.1):
+            if self.stopping:
+                deadline = deadline or time.monotonic() + self.options.shutdown_grace
+                if time.monotonic() > deadline:
+                    logger.warning(
+                        "relay: %d deliveries unconfirmed at shutdown; their rows stay "
+                        "pending and will be sent again",
+                        len(self.producer),
+                    )
+                    return
+
+    def _settle(
+        self, conn: psycopg.Connection, rows: list[OutboxRow], results: dict[int, KafkaError | None]
+    ) -> None:
+        """Mark what Kafka acknowledged; record failures.
+
+        After a key's first failure, its later rows stay pending even if Kafka took them:
+        they are sent again behind the failed one, so the key's last word is in order.
+        """
+        published: list[int] = []
+        failed: list[tuple[OutboxRow, KafkaError]] = []
+        blocked: set[str] = set()
+        for row in rows:
+            if row.key in blocked:
+                continue
+            if row.id not in results:  # held back, or unconfirmed at shutdown
+                blocked.add(row.key)
+            elif (error := results[row.id]) is None:
+                published.append(row.id)
+            else:
+                blocked.add(row.key)
+                failed.append((row, error))
+        if published:
+            conn.execute(_MARK_PUBLISHED, [published])
+            metrics.PUBLISHED.inc(len(published))
+            self._published_since_report += len(published)
+        if failed:
+            self._record_failures(conn, failed)
+        elif published:
+            self._transient_failures = 0
+
+    def _record_failures(
+        self, conn: psycopg.Connection, failed: list[tuple[OutboxRow, KafkaError]]
+    ) -> None:
+        self._errors_since_report += len(failed)
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for row, error in failed:
+            groups.setdefault((error.str(), is_transient(error)), []).append(row.id)
+        for (error, transient), ids in groups.items():
+            metrics.PUBLISH_ERRORS.labels("transient" if transient else "permanent").inc(len(ids))
+            params = {
+                "error": error,
+                "may_park": not transient,
+                "max_attempts": self.options.max_attempts,
+                "ids": ids,
+            }
+            outcome = conn.execute(_RECORD_FAILURE, params).fetchall()
+            if transient:
+                self._pause_for_cluster(error, len(ids))
+            else:
+                self._hold_keys(error, outcome)
+        if self.options.once:
+            logger.error("relay --once: giving up after failed deliveries")
+            self.stopping = True
+        if any(error.fatal() for _, error in failed):
+            logger.error("relay: the Kafka producer failed fatally; starting a new one")
+            self.producer = self._new_producer()
+
+    def _pause_for_cluster(self, error: str, rows: int) -> None:
+        self._transient_failures += 1
+        delay = backoff(self._transient_failures)
+        self._paused_until = time.monotonic() + delay
+        logger.warning(
+            "relay: Kafka did not take %d rows (%s); they stay pending, retrying in %.1fs",
+            rows,
+            error,
+            delay,
+        )
+
+    def _hold_keys(self, error: str, outcome: list[tuple[int, str, str, int]]) -> None:
+        """Back off per key, so a poison row delays only its own count's later events."""
+        for row_id, key, state, attempts in outcome:
+            if state == OutboxMessage.State.PARKED:
+                metrics.PARKED.inc()
+                logger.error(
+                    "relay: row #%d (key %s) parked after %d attempts: %s. Later events of "
+                    "this key wait behind it until it is retried or discarded in the admin.",
+                    row_id,
+                    key,
+                    attempts,
+                    error,
+                )
+            else:
+                delay = backoff(attempts, base=0.5, cap=60.0)
+                self._held_keys[key] = time.monotonic() + delay
+                logger.warning(
+                    "relay: row #%d (key %s) failed, attempt %d/%d, retrying in %.1fs: %s",
+                    row_id,
+                    key,
+                    attempts,
+                    self.options.max_attempts,
+                    delay,
+                    error,
+                )
+
+    # ------------------------------------------------------------------ reports
+
+    def _report(self, conn: psycopg.Connection) -> None:
+        backlog, oldest, parked = conn.execute(_STATS).fetchone()
+        oldest = float(oldest or 0)
+        metrics.BACKLOG.set(backlog)
+        metrics.OLDEST_AGE.set(oldest)
+        metrics.PARKED_ROWS.set(parked)
+        elapsed = self.options.report_interval + time.monotonic() - self._next_report
+        logger.info(
+            "relay: lanes %d/%d (%d relays), published %d (%.0f/s), errors %d, "
+            "backlog %d, oldest %.1fs, parked %d",
+            len(self.leases.owned),
+            self.leases.lanes,
+            self.leases.relays,
+            self._published_since_report,
+            self._published_since_report / max(elapsed, 1e-3),
+            self._errors_since_report,
+            backlog,
+            oldest,
+            parked,
+        )
+        self._published_since_report = self._errors_since_report = 0
+        self._next_report = time.monotonic() + self.options.report_interval
+
+    def _pending_in_owned_lanes(self, conn: psycopg.Connection) -> int:
+        query = f"SELECT count(*) FROM {TABLE} WHERE state = 'pending' AND lane = ANY(%s)"
+        return conn.execute(query, [sorted(self.leases.owned)]).fetchone()[0]
+
+    # ------------------------------------------------------------------ Kafka
+
+    def _new_producer(self) -> Producer:
+        config = client_config(
+            **{**_PRODUCER_DEFAULTS, **settings.KAFKA_PRODUCER_CONFIG, **_PRODUCER_REQUIRED},
+            error_cb=self._on_kafka_error,
+        )
+        return Producer(config)
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        """librdkafka repeats connection errors every few ms; log each kind every 10 s."""
+        now = time.monotonic()
+        if now - self._kafka_errors_logged.get(error.code(), -60.0) >= 10:
+            self._kafka_errors_logged[error.code()] = now
+            logger.warning("relay: Kafka: %s (retrying)", error.str())

@@ -1,0 +1,216 @@
+"""The relay against the real PostgreSQL and Kafka: content, parking, leases, wake-up, --check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import transaction
+from django.test import override_settings
+from django.urls import reverse
+
+from counts import events, services
+from outbox.kafka import ensure_topics
+from outbox.leases import LaneLeases
+from outbox.models import OutboxMessage
+from outbox.relay import Relay, RelayOptions
+from outbox.services import Event, enqueue
+from tests.event_schemas import validate_event
+from tests.relay_support import (
+    ROOT,
+    RelayProcess,
+    assert_commit_order,
+    database_url,
+    read_back,
+    wait_for,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def topics():
+    ensure_topics(list(events.TOPICS))
+
+
+def run_once(**options) -> int:
+    return Relay(RelayOptions(once=True, **options)).run()
+
+
+def test_events_arrive_with_the_documented_topic_key_value_and_headers():
+    count = services.count_create(name="relayed", value=5)
+    services.count_increment(count_id=count.id, delta=-2)
+    services.count_update_info(count_id=count.id, description="moved by the relay")
+    services.count_delete(count_id=count.id)
+    rows = list(OutboxMessage.objects.order_by("id"))
+
+    assert run_once() == 0
+
+    assert set(OutboxMessage.objects.values_list("state", flat=True)) == {"published"}
+    received = read_back({str(row.event_id) for row in rows})
+    assert_commit_order(received, rows)
+    by_id = {message.event_id: message for message in received}
+    for row in rows:
+        message = by_id[str(row.event_id)]
+        logical = message.headers["event_type"]
+        assert message.topic.endswith(logical) and message.topic == row.topic
+        assert message.key == str(count.id)
+        validate_event(logical, message.value)
+        assert message.headers == {
+            "event_id": message.value["event_id"],
+            "event_type": logical,
+            "count_version": str(message.value["version"]),
+            "content_type": "application/json",
+        }
+    actions = [m.value["action"] for m in received if "action" in m.value]
+    assert actions == ["created", "updated", "deleted"]
+
+
+def _event(key: str, payload: bytes = b"x") -> Event:
+    return Event(topic=events.COUNT_VALUE_UPDATED, key=key, value={"blob": payload.decode()})
+
+
+@override_settings(OUTBOX_MAX_ATTEMPTS=2)
+def test_a_row_kafka_refuses_is_parked_and_holds_back_only_its_own_key(admin_client):
+    with transaction.atomic():
+        poison, behind, other = enqueue(
+            _event("poisoned", b"p" * 2_000_000), _event("poisoned"), _event("healthy")
+        )
+
+    # Attempt 1 fails (too large for the producer); --once gives up with a non-zero status,
+    # but the healthy key's row in the same batch is published.
+    assert run_once(max_attempts=2) == 1
+    poison.refresh_from_db(), behind.refresh_from_db(), other.refresh_from_db()
+    assert (poison.state, poison.attempts, other.state) == ("pending", 1, "published")
+    assert "too large" in poison.last_error.lower()
+    assert behind.state == "pending"
+
+    time.sleep(0.6)  # the poisoned key's retry backoff only lives in the relay's memory
+    assert run_once(max_attempts=2) == 1
+    poison.refresh_from_db()
+    assert (poison.state, poison.attempts) == ("parked", 2)
+
+    # Parked: later events of its key wait behind it; nothing else is claimed.
+    assert run_once(max_attempts=2) == 1  # one row of its lanes left behind
+    behind.refresh_from_db()
+    assert behind.state == "pending"
+
+    changelist = reverse("admin:outbox_outboxmessage_changelist")
+    page = admin_client.get(changelist, {"state__exact": "parked"})
+    assert page.status_code == 200 and b"too large" in page.content.lower()
+    admin_client.post(changelist, {"action": "discard", "_selected_action": [poison.id]})
+    assert not OutboxMessage.objects.filter(id=poison.id).exists()
+
+    assert run_once() == 0
+    behind.refresh_from_db()
+    assert behind.state == "published"
+
+
+def test_admin_retry_gives_a_parked_row_a_new_budget(admin_client):
+    with transaction.atomic():
+        (row,) = enqueue(_event("retried"))
+    OutboxMessage.objects.filter(id=row.id).update(state="parked", attempts=10, last_error="x")
+    changelist = reverse("admin:outbox_outboxmessage_changelist")
+    admin_client.post(changelist, {"action": "retry", "_selected_action": [row.id]})
+    row.refresh_from_db()
+    assert (row.state, row.attempts, row.last_error) == ("pending", 0, "")
+
+    assert run_once() == 0
+    row.refresh_from_db()
+    assert row.state == "published"
+
+
+def test_outbox_admin_is_read_only_and_actions_need_the_change_permission(client):
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_outboxmessage"))
+    with transaction.atomic():
+        (row,) = enqueue(_event("viewed"))
+    OutboxMessage.objects.filter(id=row.id).update(state="parked")
+    client.force_login(user)
+    changelist = reverse("admin:outbox_outboxmessage_changelist")
+    assert client.get(changelist).status_code == 200
+    assert client.get(reverse("admin:outbox_outboxmessage_add")).status_code == 403
+    client.post(changelist, {"action": "discard", "_selected_action": [row.id]})
+    assert OutboxMessage.objects.filter(id=row.id, state="parked").exists()
+
+
+def _session() -> psycopg.Connection:
+    return psycopg.connect(database_url(), autocommit=True)
+
+
+def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
+    first_conn, second_conn, third_conn = _session(), _session(), _session()
+    first, second, third = LaneLeases(64), LaneLeases(64), LaneLeases(64)
+    try:
+        first.join(first_conn)
+        first.rebalance(first_conn)
+        assert len(first.owned) == 64
+
+        second.join(second_conn)
+        third.join(third_conn)
+        for _ in range(2):  # over-owners give back first, then the others take
+            for leases, conn in [(first, first_conn), (second, second_conn), (third, third_conn)]:
+                leases.rebalance(conn)
+        shares = sorted(len(leases.owned) for leases in (first, second, third))
+        assert shares == [21, 21, 22]
+        assert first.owned.isdisjoint(second.owned) and second.owned.isdisjoint(third.owned)
+
+        first_conn.close()  # a dead relay: PostgreSQL drops its locks with the session
+        for _ in range(2):
+            for leases, conn in [(second, second_conn), (third, third_conn)]:
+                leases.rebalance(conn)
+        assert sorted(len(leases.owned) for leases in (second, third)) == [32, 32]
+        assert second.owned | third.owned == set(range(64))
+    finally:
+        for conn in (first_conn, second_conn, third_conn):
+            conn.close()
+
+
+def test_a_commit_wakes_an_idle_relay_within_milliseconds(tmp_path):
+    relay = RelayProcess.start(tmp_path, "--poll-interval", "30")
+    try:
+        relay.wait_until_serving()
+        time.sleep(0.5)  # let it go idle: only a NOTIFY can wake it now
+        latencies = []
+        for step in range(5):
+            started = time.monotonic()
+            count = services.count_create(name=f"wake-{step}", value=1)
+            wait_for(
+                lambda count=count: (
+                    not OutboxMessage.objects.filter(key=str(count.id), state="pending").exists()
+                ),
+                timeout=10,
+                what="the relay to publish",
+                interval=0.002,
+            )
+            latencies.append((time.monotonic() - started) * 1000)
+        print(f"commit -> marked published: {[round(ms, 1) for ms in latencies]} ms")
+        assert max(latencies) < 1000, latencies  # the fallback poll is 30 s away
+        assert relay.terminate() == 0
+    finally:
+        relay.kill()
+
+
+def test_check_exits_non_zero_when_kafka_is_unreachable():
+    def check(bootstrap: str) -> subprocess.CompletedProcess:
+        env = {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url(),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "PATH": "/usr/bin:/bin",
+        }
+        command = [sys.executable, "manage.py", "relay", "--check"]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+
+    healthy = check(settings.KAFKA_BOOTSTRAP_SERVERS)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "kafka: ok" in healthy.stdout
+    broken = check("127.0.0.1:1")
+    assert broken.returncode != 0
+    assert "kafka: DOWN" in broken.stdout

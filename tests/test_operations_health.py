@@ -89,3 +89,16 @@ def test_check_database_names_the_database():
 
 def test_readyz_refuses_writes(client):
     assert client.post("/readyz").status_code == 405
+
+
+@pytest.mark.django_db
+def test_readyz_can_be_narrowed_to_the_parts_a_process_needs(client, kafka_unreachable):
+    response = client.get("/readyz?check=database")
+    assert response.status_code == 200
+    assert set(response.json()["checks"]) == {"database"}
+
+
+def test_readyz_rejects_an_unknown_check(client):
+    response = client.get("/readyz?check=database&check=mongodb")
+    assert response.status_code == 400
+    assert "mongodb" in response.json()["error"]

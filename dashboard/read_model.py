@@ -20,6 +20,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from redis import Redis
+
 from dashboard.cache import queue_invalidation, redis_client, redis_key
 from dashboard.events import CountEvent
 
@@ -194,9 +196,9 @@ def _entry(count_id: str, raw: bytes) -> dict:
     }
 
 
-def snapshot() -> Snapshot:
+def snapshot(client: Redis | None = None) -> Snapshot:
     """The read model and the newest stream id, atomically (MULTI), plus the recent feed."""
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = (client or redis_client()).pipeline(transaction=True)
     pipe.hgetall(counts_key())
     pipe.xrevrange(stream_key(), count=FEED_ENTRIES)
     raw_counts, recent = pipe.execute()

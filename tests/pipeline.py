@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pytest
 from confluent_kafka import (
@@ -24,23 +23,24 @@ from confluent_kafka import (
 )
 from django.conf import settings
 from django.utils import timezone
+from redis import Redis
 
 from counts.events import TOPICS
+from counts.models import Count
+from dashboard import read_model
 from dashboard.consumer import DashboardConsumer
 from outbox.kafka import admin_client, client_config, ensure_topics
 from outbox.models import OutboxMessage
 from outbox.services import topic_name
 
-T = TypeVar("T")
+
+def database_truth() -> dict[str, tuple[str, int]]:
+    return {str(c.id): (c.name, c.value) for c in Count.objects.all()}
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-    return result
+def read_model_state(client: Redis | None = None) -> dict[str, tuple[str, int]]:
+    counts = read_model.snapshot(client).counts
+    return {count_id: (entry["name"], entry["value"]) for count_id, entry in counts.items()}
 
 
 @dataclass
@@ -53,13 +53,8 @@ class Pipeline:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for subprocesses (add DATABASE_URL): same topics, group and keys."""
-        return {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "COUNTSTREAM_TEST_RUN": self.run_id,
-            "PYTHONUNBUFFERED": "1",
-        }
+        """For processes the test starts: the same topics, consumer group and Redis keys."""
+        return {"COUNTSTREAM_TEST_RUN": self.run_id}
 
     def publish_pending(self) -> int:
         """Publish the pending outbox rows in id order, exactly as stored, and mark them."""

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db.models import Sum
 
 from counts import services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED
 from counts.models import Count
 from dashboard import cache, read_model
+from dashboard.consumer import DashboardConsumer, StartAt
 from dashboard.events import CountEvent
 from outbox.services import topic_name
-from tests.pipeline import pipeline  # noqa: F401  (fixture)
+from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
 
 pytestmark = pytest.mark.django_db
-
-
-def database_truth() -> dict[str, tuple[str, int]]:
-    return {str(c.id): (c.name, c.value) for c in Count.objects.all()}
-
-
-def read_model_state() -> dict[str, tuple[str, int]]:
-    return {i: (e["name"], e["value"]) for i, e in read_model.snapshot().counts.items()}
 
 
 def test_events_refresh_read_model_and_invalidate_caches(pipeline):  # noqa: F811
@@ -136,3 +131,68 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):  
     assert headers["dlq_source_topic"].decode() == value_topic
     assert {"dlq_error", "dlq_source_partition", "dlq_source_offset"} <= set(headers)
     assert pipeline.lag() == 0
+
+
+def test_a_reader_holding_the_old_row_cannot_refill_the_cache_after_invalidation(pipeline):  # noqa: F811
+    """The stale-fill race, forced: the reader reads the old row, then the write commits and
+    the consumer invalidates, and only then does the reader try to fill the cache."""
+    count = services.count_create(name="raced", value=1)
+    key, generation_key = cache.count_key(count.id), cache.count_generation_key(count.id)
+
+    def slow_loader() -> int:
+        old_value = Count.objects.get(pk=count.id).value
+        services.count_increment(count_id=count.id, delta=1)
+        pipeline.publish_pending()
+        pipeline.consume_once()  # the invalidation lands while this reader is "in flight"
+        return old_value
+
+    assert cache.read_through(key, generation_key, slow_loader) == 1  # its own read is served
+    assert cache.redis_client().get(key) is None  # ... but its late fill was refused
+    fresh = cache.read_through(key, generation_key, lambda: Count.objects.get(pk=count.id).value)
+    assert fresh == 2
+    assert cache.read_through(key, generation_key, lambda: pytest.fail("not cached")) == 2
+
+
+def _break_read_model(keep: Count, phantom_id: str) -> None:
+    client = cache.redis_client()
+    client.hset(read_model.counts_key(), str(keep.id), '{"name":"x","value":"-1","vv":1,"nv":1}')
+    client.hset(read_model.counts_key(), phantom_id, '{"name":"ghost","value":"5","vv":1,"nv":1}')
+    client.set(cache.count_key(keep.id), '{"generation":"0","value":-1}')
+
+
+def test_consume_from_beginning_rebuilds_the_read_model_and_caches(pipeline):  # noqa: F811
+    counts = [services.count_create(name=f"r{i}", value=i) for i in range(4)]
+    services.count_increment(count_id=counts[0].id, delta=5)
+    services.count_delete(count_id=counts[3].id)
+    pipeline.publish_pending()
+    pipeline.consume_once()
+    _break_read_model(counts[0], str(uuid.uuid4()))
+
+    DashboardConsumer(start_at=StartAt(), once=True).run()
+
+    assert read_model_state() == database_truth()
+    assert cache.redis_client().get(cache.count_key(counts[0].id)) is None
+
+
+def test_consume_reset_to_replays_from_a_time_and_repairs_what_it_touches(pipeline):  # noqa: F811
+    count = services.count_create(name="repaired", value=1)
+    pipeline.publish_pending()
+    pipeline.consume_once()
+    before = datetime.now(UTC).isoformat()
+    services.count_increment(count_id=count.id, delta=1)
+    pipeline.publish_pending()
+    pipeline.consume_once()
+    cache.redis_client().hset(
+        read_model.counts_key(), str(count.id), '{"name":"repaired","value":"-7","vv":2,"nv":1}'
+    )
+
+    call_command("consume", "--reset-to", before, "--once", "--metrics-port=0")
+
+    assert read_model_state() == {str(count.id): ("repaired", 2)}
+
+
+def test_consume_rejects_bad_options():
+    with pytest.raises(CommandError, match="at least 1"):
+        call_command("consume", "--batch-size=0", "--metrics-port=0")
+    with pytest.raises(CommandError, match="time zone"):
+        call_command("consume", "--reset-to", "2026-01-01T00:00:00", "--metrics-port=0")

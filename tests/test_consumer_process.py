@@ -1,0 +1,76 @@
+"""`manage.py consume` as real processes: rebalances, SIGTERM, metrics and a Redis outage."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from counts import services
+from tests.faults import free_ports, wait_for
+from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigterm(
+    pipeline,  # noqa: F811
+    app_processes,
+    test_database_url,
+):
+    (port,) = free_ports(1)
+    spawn = {"database_url": test_database_url, **pipeline.env}
+    first = app_processes.spawn("consume", "--metrics-port", str(port), **spawn)
+    counts = [services.count_create(name=f"p{i}", value=i + 1) for i in range(6)]
+    pipeline.publish_pending()
+    wait_for(lambda: read_model_state() == database_truth(), 30, "the first consumer")
+
+    def metrics() -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics").text
+
+    wait_for(lambda: "countstream_consumer_lag{" in metrics(), 10, "the lag gauges")
+    for name in ("events_total", "event_age_seconds_count", "dead_letters"):
+        assert f"countstream_consumer_{name}" in metrics()
+
+    second = app_processes.spawn("consume", "--metrics-port", "0", **spawn)
+    wait_for(lambda: "revoked" in first.log() and "assigned" in second.log(), 30, "a rebalance")
+    for count in counts:
+        services.count_increment(count_id=count.id, delta=10)
+    pipeline.publish_pending()
+    wait_for(lambda: read_model_state() == database_truth(), 30, "both consumers")
+
+    assert (first.terminate(), second.terminate()) == (0, 0)
+    assert pipeline.lag() == 0
+
+
+@pytest.mark.slow
+def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_nothing(
+    pipeline,  # noqa: F811
+    app_processes,
+    test_database_url,
+    private_redis,
+):
+    consumer = app_processes.spawn(
+        "consume",
+        "--metrics-port=0",
+        database_url=test_database_url,
+        redis=private_redis.url(15),
+        **pipeline.env,
+    )
+    client = redis.Redis.from_url(private_redis.url(15))
+    count = services.count_create(name="patient", value=1)
+    pipeline.publish_pending()
+    wait_for(lambda: read_model_state(client) == database_truth(), 30, "the first event")
+
+    private_redis.stop()
+    for _ in range(3):
+        services.count_increment(count_id=count.id, delta=1)
+    pipeline.publish_pending()
+    wait_for(lambda: "cannot apply a batch" in consumer.log(), 20, "the consumer to retry")
+    assert pipeline.lag() == 3  # nothing committed while the effects could not be made
+
+    private_redis.start()  # an empty Redis: the held-back batch must still be applied
+    expected = {str(count.id): (str(count.id), 4)}  # the name was in the lost Redis
+    wait_for(lambda: read_model_state(client) == expected, 30, "the held-back batch")
+    wait_for(lambda: pipeline.lag() == 0, 10, "the commit")
+    assert consumer.terminate() == 0

@@ -146,3 +146,39 @@ def test_production_settings_accept_the_kubernetes_config():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+
+
+def exposed_metric_names() -> set[str]:
+    """Every series name web, relay and consumer can expose."""
+    import prometheus_client
+
+    import dashboard.metrics  # noqa: F401  (registers the consumer's metrics)
+    import outbox.metrics  # noqa: F401  (registers the relay's metrics)
+    from config.metrics import REGISTRY as WEB_REGISTRY
+
+    return {
+        f"{family.name}{suffix}"
+        for registry in (prometheus_client.REGISTRY, WEB_REGISTRY)
+        for family in registry.collect()
+        for suffix in SUFFIXES.get(family.type, ("",))
+    }
+
+
+@pytest.mark.django_db
+def test_alert_rules_use_only_metrics_the_processes_expose():
+    rules = [
+        rule
+        for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    exposed = exposed_metric_names()
+    for rule in rules:
+        used = set(re.findall(r"countstream_[a-z_]+", rule["expr"]))
+        assert used - exposed == set(), rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s"))
+    assert len({rule["alert"] for rule in rules}) == len(rules)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from common import emit, log, median, setup_bench
 
 COUNTS = 50
-ROUNDS = 5
-SECONDS_PER_SIDE = 3.0
+ROUNDS = 10
+SECONDS_PER_SIDE = 1.5
 
 
 def rate(write: Callable[[str], object], count_ids: list[str], seconds: float) -> float:
@@ -73,7 +73,7 @@ def main() -> None:
             "with_outbox_per_s": "increments/s (service: UPDATE + outbox row, one tx each)",
             "bare_update_per_s": "increments/s (same UPDATE, one tx each)",
             "outbox_cost_pct": "% of bare throughput",
-            "rounds": "alternating rounds of 3 s per side, medians",
+            "rounds": f"alternating rounds of {SECONDS_PER_SIDE:g} s per side, medians",
         },
         baseline="the same UPDATE ... RETURNING without the outbox row (target ratio >= 0.75)",
         ratio=ratio,

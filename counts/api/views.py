@@ -46,6 +46,14 @@ COUNT_ID = OpenApiParameter("count_id", OpenApiTypes.UUID, OpenApiParameter.PATH
 class CountPagination(LimitOffsetPagination):
     max_limit = 500
 
+    def paginate_queryset(self, queryset, request, view=None):
+        # DRF silently falls back to defaults on a bad limit/offset; we refuse them instead.
+        for param, minimum in ((self.limit_query_param, 1), (self.offset_query_param, 0)):
+            raw = request.query_params.get(param)
+            if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= minimum):
+                raise serializers.ValidationError({param: [f"An integer of at least {minimum}."]})
+        return super().paginate_queryset(queryset, request, view)
+
 
 class CountsApiMixin:
     # JSON bodies only, so a value's type is the one the client sent; writes are throttled.

@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from scripts.services import KafkaNode, is_listening, kafka_cluster_id
@@ -58,8 +57,12 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
 
 
 def report(scenario: str, **figures: Any) -> None:
-    """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)."""
-    print(json.dumps({"scenario": scenario, **figures}, sort_keys=True), flush=True)
+    """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)
+    and append it to .local/reliability-figures.jsonl, where docs/reliability.md's come from."""
+    line = json.dumps({"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures})
+    print(line, flush=True)
+    with open(FAULTS_HOME.parent / "reliability-figures.jsonl", "a") as figures_file:
+        figures_file.write(line + "\n")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -226,94 +229,46 @@ def create_topics(
         future.result(30)
 
 
-@dataclass(frozen=True)
-class Delivered:
-    topic: str
-    partition: int
-    offset: int
-    key: str
-    value: dict
-    headers: dict[str, str]
-
-    @property
-    def event_id(self) -> str:
-        return self.headers.get("event_id") or self.value["event_id"]
+# --------------------------------------------------------------------------- load
 
 
-def read_topics(
-    bootstrap: str, topics: list[str], until: Callable[[list[Delivered]], bool], timeout: float
-) -> list[Delivered]:
-    """Read the topics from the beginning until `until(messages)` holds or time runs out."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reliability-reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe(topics)
-    messages: list[Delivered] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while not until(messages) and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error():
-                    continue
-                messages.append(
-                    Delivered(
-                        topic=message.topic(),
-                        partition=message.partition(),
-                        offset=message.offset(),
-                        key=message.key().decode(),
-                        value=json.loads(message.value()),
-                        headers={k: v.decode() for k, v in message.headers() or []},
-                    )
-                )
-    finally:
-        consumer.close()
-    return messages
+class SteadyWrites:
+    """A background thread calling `write(n)` at a steady rate; it counts what failed.
 
+    Failures are counted, not raised: "zero failed writes" is a figure the test asserts.
+    """
 
-@dataclass
-class DeliveryAudit:
-    """Written events (in commit order) against what Kafka holds."""
+    def __init__(self, write: Callable[[int], object], per_second: float = 50) -> None:
+        self.write = write
+        self.interval = 1 / per_second
+        self.done = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    written: int
-    delivered: int
-    duplicates: int
-    lost: int
-    out_of_order_keys: int
+    def _run(self) -> None:
+        from django.db import connections
 
-    @classmethod
-    def of(cls, committed: list[tuple[str, str]], messages: list[Delivered]) -> DeliveryAudit:
-        """`committed` is (key, event_id) in commit order, e.g. outbox rows by id."""
-        expected: dict[str, list[str]] = defaultdict(list)
-        for key, event_id in committed:
-            expected[key].append(event_id)
-        seen: set[str] = set()
-        arrived: dict[str, list[str]] = defaultdict(list)
-        for message in sorted(messages, key=lambda m: (m.topic, m.partition, m.offset)):
-            if message.event_id not in seen:
-                seen.add(message.event_id)
-                arrived[message.key].append(message.event_id)
-        wanted = {event_id for _, event_id in committed}
-        # First arrivals of each key, by topic, must follow commit order.
-        disordered = sum(
-            1
-            for key, ids in expected.items()
-            if [i for i in arrived.get(key, []) if i in wanted] != [i for i in ids if i in seen]
-        )
-        return cls(
-            written=len(committed),
-            delivered=len(wanted & seen),
-            duplicates=len(messages) - len(seen),
-            lost=len(wanted - seen),
-            out_of_order_keys=disordered,
-        )
+        due = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.write(self.done + len(self.errors))
+                    self.done += 1
+                except Exception as exc:  # every failure is a finding, whatever its type
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                due += self.interval
+                self._stop.wait(max(0.0, due - time.monotonic()))
+        finally:
+            connections.close_all()
 
-    def figures(self) -> dict[str, int]:
-        return dict(vars(self))
+    def __enter__(self) -> SteadyWrites:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
 
 
 # --------------------------------------------------------------------------- app processes

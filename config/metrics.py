@@ -51,7 +51,7 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "countstream_http_request_duration_seconds",
-    "Time from request to response (streams: to their first byte)",
+    "Time from request to response (for a stream: until it starts)",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,

@@ -89,6 +89,8 @@ _TRANSIENT = {
 _PRODUCER_DEFAULTS = {
     "message.timeout.ms": 30_000,
     "reconnect.backoff.max.ms": 1_000,
+    # librdkafka would print every failed reconnect; error_cb reports them, once per 10 s.
+    "log_level": 2,
 }
 # ...but never these, which the ordering and no-loss guarantees rest on.
 _PRODUCER_REQUIRED = {
@@ -143,6 +145,7 @@ class Relay:
         self._next_report = time.monotonic() + options.report_interval
         self._published_since_report = 0
         self._errors_since_report = 0
+        self.published_total = 0
         self._kafka_errors_logged: dict[int, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,7 +168,7 @@ class Relay:
             if self.options.once:
                 break
         self._await_deliveries()
-        logger.info("relay: stopped")
+        logger.info("relay: stopped after publishing %d rows", self.published_total)
         return 1 if self.left_behind else 0
 
     def _connect(self) -> psycopg.Connection:
@@ -334,6 +337,7 @@ class Relay:
             conn.execute(_MARK_PUBLISHED, [published])
             metrics.PUBLISHED.inc(len(published))
             self._published_since_report += len(published)
+            self.published_total += len(published)
         if failed:
             self._record_failures(conn, failed)
         elif published:

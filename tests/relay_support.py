@@ -22,7 +22,6 @@ from outbox.models import OutboxMessage
 from outbox.services import Event, enqueue, topic_name
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPICS = [topic_name(name) for name in events.TOPICS]
 
 
 def database_url() -> str:
@@ -123,22 +122,21 @@ class Received:
     value: dict
 
 
-def read_back(expected_ids: set[str], timeout: float = 60, topics=None, **config) -> list[Received]:
+def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
     """Every message of the topics from the beginning, until all expected event ids are in.
 
     Messages come in partition order, which is what per-key order on the wire means.
     """
     consumer = Consumer(
         client_config(
-            **{"group.id": f"relay-test-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False},
-            **config,
+            **{"group.id": f"relay-test-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
         )
     )
     metadata = consumer.list_topics(timeout=10)
     consumer.assign(
         [
             TopicPartition(topic, partition, 0)
-            for topic in topics or TOPICS
+            for topic in [topic_name(name) for name in events.TOPICS]
             if topic in metadata.topics
             for partition in metadata.topics[topic].partitions
         ]

@@ -64,8 +64,8 @@ def setup_bench() -> BenchEnv:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-    topics = _ensure_topics()
-    atexit.register(_delete_topics, topics)
+    call_command("kafka_topics", "ensure", stdout=sys.stderr)
+    atexit.register(_delete_topics, overrides["KAFKA_TOPIC_PREFIX"])
     log(f"database {database_url.rsplit('/', 1)[-1]}, topics bench.{run_id}.*")
     return BenchEnv(run_id, database_url, overrides["KAFKA_TOPIC_PREFIX"], dict(os.environ))
 
@@ -79,20 +79,13 @@ def _create_database_if_missing(database_url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def _ensure_topics() -> list[str]:
-    from django.conf import settings
-
-    from counts.events import TOPICS
-    from outbox.kafka import ensure_topics
-
-    return list(ensure_topics([*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]))
-
-
-def _delete_topics(topics: list[str]) -> None:
+def _delete_topics(prefix: str) -> None:
+    """Delete this run's topics: the managed ones and any a benchmark made itself."""
     from outbox.kafka import admin_client
 
     admin = admin_client()  # keep it alive until the futures resolve
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
+    topics = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]
+    for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else []:
         try:
             future.result()
         except Exception as exc:  # cleanup must not hide the benchmark's own result

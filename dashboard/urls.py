@@ -1,3 +1,12 @@
 """Dashboard page and its live stream (mounted at /)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.dashboard_page, name="page"),
+    path("stream/", views.dashboard_stream, name="stream"),
+]

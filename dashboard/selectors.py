@@ -1,0 +1,51 @@
+"""What the dashboard page shows: the read model, plus the operations figures."""
+
+from __future__ import annotations
+
+import time
+
+from django.db.models import Count as Rows
+from django.db.models import Min
+from django.utils import timezone
+
+from dashboard import read_model
+from outbox.models import OutboxMessage
+
+
+def relay_backlog() -> dict[str, float]:
+    """Outbox rows the relay has not published yet, and the age of the oldest one."""
+    pending = OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING)
+    figures = pending.aggregate(rows=Rows("id"), oldest=Min("created_at"))
+    oldest = figures["oldest"]
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    return {"relay_backlog": figures["rows"], "relay_oldest_age_s": round(age, 1)}
+
+
+def operations(consumer_stats: dict[str, str]) -> dict[str, float | None]:
+    """The operations panel: relay backlog, consumer lag and rate, age of those figures."""
+    reported_at = consumer_stats.get("at")
+    age = time.time() - int(reported_at) / 1000 if reported_at else None
+    return {
+        **relay_backlog(),
+        "consumer_lag": int(consumer_stats.get("lag", 0)),
+        "events_per_second": float(consumer_stats.get("events_per_second", 0)),
+        "consumer_seen_s_ago": None if age is None else round(age, 1),
+    }
+
+
+def _for_js(entry: dict) -> dict:
+    """Values travel as strings: JavaScript numbers cannot hold every int64."""
+    return {**entry, "value": str(entry["value"])}
+
+
+def dashboard_state() -> dict:
+    """Everything the page renders, from one atomic read of the read model."""
+    snapshot = read_model.snapshot()
+    return {
+        "counts": sorted(map(_for_js, snapshot.counts.values()), key=lambda e: e["name"]),
+        "total": str(snapshot.total),
+        "top": [_for_js(entry) for entry in snapshot.top],
+        "feed": snapshot.feed,
+        "stream_id": snapshot.stream_id,
+        "operations": operations(read_model.consumer_stats()),
+    }

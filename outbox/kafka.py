@@ -68,7 +68,7 @@ def ensure_topics(logical_names: list[str], timeout: float = 30) -> dict[str, st
 def _wait_until_served(admin: AdminClient, names: list[str], timeout: float) -> None:
     """Return once every partition of new topics answers: a broker learns of them a bit later."""
     deadline = time.monotonic() + timeout
-    while names:
+    while names:  # nothing created, nothing to wait for
         try:
             topics = admin.list_topics(timeout=timeout).topics
             tps = [TopicPartition(name, p) for name in names for p in topics[name].partitions]
@@ -151,24 +151,25 @@ def ensure_topic_layout(
     holds only for events written after the change).
     """
     report = LayoutReport(states=ensure_topics(logical_names, timeout))
-    drift = topic_drift(list(report.states), timeout)
     admin = admin_client()
-    fixable = {"--increase-partitions": increase_partitions, "--alter-configs": alter_configs}
-    for item in drift:
-        if not fixable.get(item.fix):
-            report.drift.append(item)
-        elif item.setting == "partitions":
-            wanted = int(item.wanted)
-            admin.create_partitions([NewPartitions(item.topic, wanted)])[item.topic].result()
-            report.changed.append(f"{item.topic}: partitions {item.actual} -> {wanted}")
+    allowed = {"--increase-partitions": increase_partitions, "--alter-configs": alter_configs}
+    for item in topic_drift(list(report.states), timeout):
+        if allowed.get(item.fix):
+            report.changed.append(_repair(admin, item))
         else:
-            entry = ConfigEntry(
-                item.setting, item.wanted, incremental_operation=AlterConfigOpType.SET
-            )
-            resource = ConfigResource(ResourceType.TOPIC, item.topic, incremental_configs=[entry])
-            admin.incremental_alter_configs([resource])[resource].result()
-            report.changed.append(f"{item.topic}: {item.setting} {item.actual} -> {item.wanted}")
+            report.drift.append(item)
     return report
+
+
+def _repair(admin: AdminClient, item: Drift) -> str:
+    """Add partitions or set a config as settings want; return what changed."""
+    if item.setting == "partitions":
+        admin.create_partitions([NewPartitions(item.topic, int(item.wanted))])[item.topic].result()
+    else:
+        entry = ConfigEntry(item.setting, item.wanted, incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ResourceType.TOPIC, item.topic, incremental_configs=[entry])
+        admin.incremental_alter_configs([resource])[resource].result()
+    return f"{item.topic}: {item.setting} {item.actual} -> {item.wanted}"
 
 
 # --- Describe: partitions, leaders, configs, end offsets, consumer group lag --------------

@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
     NewTopic,
     OffsetSpec,
     ResourceType,
+    TopicMetadata,
 )
 from django.conf import settings
 
@@ -229,7 +230,11 @@ def _committed_offsets(admin: AdminClient, topics: set[str], timeout: float) -> 
     }
     committed = {}
     for group, future in requests.items():
-        for tp in future.result().topic_partitions:
+        try:
+            partitions = future.result().topic_partitions
+        except KafkaException:  # the group went away since it was listed
+            continue
+        for tp in partitions:
             if tp.topic in topics:
                 committed[(group, tp.topic, tp.partition)] = tp.offset
     return committed
@@ -239,25 +244,34 @@ def describe_topics(names: list[str], timeout: float = 30) -> list[TopicState]:
     admin = admin_client()
     metadata = admin.list_topics(timeout=timeout).topics
     present = [name for name in names if name in metadata]
-    configs = _topic_configs(admin, present, timeout) if present else {}
+    if not present:
+        return [TopicState(name, exists=False) for name in names]
+    configs = _topic_configs(admin, present, timeout)
     tps = [TopicPartition(name, p) for name in present for p in metadata[name].partitions]
     ends = _end_offsets(admin, tps, timeout)
-    committed = _committed_offsets(admin, set(present), timeout) if present else {}
-    states = []
-    for name in names:
-        if name not in metadata:
-            states.append(TopicState(name, exists=False))
-            continue
-        state = TopicState(name, exists=True, configs=_shown_configs(configs[name]))
-        for number, part in sorted(metadata[name].partitions.items()):
-            end = ends[(name, number)]
-            state.partitions.append(
-                PartitionState(number, part.leader, list(part.replicas), list(part.isrs), end)
+    committed = _committed_offsets(admin, set(present), timeout)
+    return [
+        _topic_state(name, metadata[name], configs[name], ends, committed)
+        if name in metadata
+        else TopicState(name, exists=False)
+        for name in names
+    ]
+
+
+def _topic_state(
+    name: str, metadata: TopicMetadata, configs: dict, ends: dict, committed: dict
+) -> TopicState:
+    state = TopicState(name, exists=True, configs=_shown_configs(configs))
+    for number, part in sorted(metadata.partitions.items()):
+        state.partitions.append(
+            PartitionState(
+                number, part.leader, list(part.replicas), list(part.isrs), ends[(name, number)]
             )
-        for (group, topic, number), offset in sorted(committed.items()):
-            if topic == name:
-                done = offset if offset >= 0 else None
-                lag = ends[(topic, number)] - (done or 0)
-                state.lags.append(GroupLag(group, topic, number, done, lag))
-        states.append(state)
-    return states
+        )
+    for (group, topic, number), offset in sorted(committed.items()):
+        if topic == name:
+            done = offset if offset >= 0 else None
+            state.lags.append(
+                GroupLag(group, topic, number, done, ends[(name, number)] - (done or 0))
+            )
+    return state

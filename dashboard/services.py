@@ -1,0 +1,51 @@
+"""Repairs of the dashboard read model against the database (run periodically by Celery)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+
+from counts.events import now_ms
+from counts.models import Count
+from dashboard import read_model
+from dashboard.read_model import GONE_FOREVER, Update
+
+logger = logging.getLogger(__name__)
+
+
+def _differs(entry: dict | None, count: Count) -> bool:
+    shown = None if entry is None else (entry["name"], entry["value"], entry["version"])
+    return shown != (count.name, count.value, count.version)
+
+
+def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, list[str]]:
+    """Make the read model equal the database; return the repaired ids by kind of repair.
+
+    Counts changed within `grace` are left to the consumer, which is normally just behind.
+    The read model is read *before* the database: a count it shows was committed before,
+    so one the database then lacks is really deleted, and is tombstoned for good.
+    Repairs go through the same version-checked script as events, so a repair can never
+    undo a newer event that the consumer applies meanwhile.
+    """
+    shown = read_model.snapshot().counts
+    settled = timezone.now() - grace
+    stamp = now_ms()
+    updates: dict[str, Update] = {}
+    existing: set[str] = set()
+    for count in Count.objects.only("id", "name", "value", "version", "updated_at").iterator():
+        count_id = str(count.id)
+        existing.add(count_id)
+        if count.updated_at <= settled and _differs(shown.get(count_id), count):
+            updates[count_id] = Update(
+                count_id, stamp, count.version, str(count.value), count.version, count.name
+            )
+    for count_id in shown.keys() - existing:
+        updates[count_id] = Update(count_id, stamp, dv=GONE_FOREVER)
+    changes = read_model.apply_updates(updates)
+    repairs = {"added": [], "fixed": [], "removed": []}
+    kind = {"created": "added", "deleted": "removed"}
+    for change in changes:
+        repairs[kind.get(change["action"], "fixed")].append(change["id"])
+    return repairs

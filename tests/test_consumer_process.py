@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import random
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 import redis
+from django.db import connection
+from django.db.models import Sum
 
 from counts import services
+from counts.models import Count
+from dashboard import read_model
 from tests.faults import free_ports, wait_for
 from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
 
@@ -74,3 +81,40 @@ def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_noth
     wait_for(lambda: read_model_state(client) == expected, 30, "the held-back batch")
     wait_for(lambda: pipeline.lag() == 0, 10, "the commit")
     assert consumer.terminate() == 0
+
+
+def _random_writes(count_ids: list, seed: int, writes: int = 120) -> None:
+    rng = random.Random(seed)
+    try:
+        for step in range(writes):
+            count_id = rng.choice(count_ids)
+            if step % 10 == 0:
+                services.count_set(count_id=count_id, value=rng.randint(-1000, 1000))
+            elif step % 25 == 0:
+                services.count_update_info(count_id=count_id, name=f"renamed-{seed}-{step}")
+            else:
+                services.count_increment(count_id=count_id, delta=rng.randint(-5, 50))
+    finally:
+        connection.close()  # this thread's connection; the test database is dropped later
+
+
+@pytest.mark.slow
+def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
+    pipeline,  # noqa: F811
+    app_processes,
+    test_database_url,
+):
+    spawn = {"database_url": test_database_url, **pipeline.env}
+    app_processes.spawn("relay", "--metrics-port=0", **spawn)
+    app_processes.spawn("consume", "--metrics-port=0", **spawn)
+    count_ids = [services.count_create(name=f"burst-{i}").id for i in range(8)]
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda seed: _random_writes(count_ids, seed), range(4)))
+    services.count_delete(count_id=count_ids[0])
+    services.count_create(name="late-comer", value=7)
+
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to settle")
+    total = Count.objects.aggregate(total=Sum("value"))["total"]
+    assert read_model.snapshot().total == total
+    assert len(read_model.snapshot().counts) == Count.objects.count() == 8

@@ -6,6 +6,7 @@ processes, each with its own PostgreSQL connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,7 +18,13 @@ from django.db import connection
 
 from counts.models import Count
 from counts.selectors import count_get
-from counts.services import count_create, count_increment, count_set, count_update_info
+from counts.services import (
+    count_create,
+    count_delete,
+    count_increment,
+    count_set,
+    count_update_info,
+)
 from outbox.models import OutboxMessage
 from outbox.services import topic_name
 from tests.event_schemas import validate_event
@@ -151,3 +158,22 @@ def test_concurrent_increments_from_processes_lose_nothing():
         assert process.returncode == 0, stderr
     assert_unbroken_chain(count, start=0)
     assert count_get(count_id=count.id).value == rounds * sum(deltas)
+
+
+def test_a_delete_racing_increments_is_the_last_event_and_carries_the_final_value():
+    count = count_create(name="doomed")
+
+    def work(index: int) -> None:
+        for step in range(30):
+            if index == 0 and step == 10:
+                count_delete(count_id=count.id)
+                return
+            with contextlib.suppress(Count.DoesNotExist):  # increments after the delete
+                count_increment(count_id=count.id, delta=1)
+
+    run_in_threads(4, work)
+    events = events_of(count)
+    *changes, deleted = events
+    assert deleted[0] == "count-info-updated" and deleted[1]["action"] == "deleted"
+    assert [value["version"] for _, value in events] == list(range(1, len(events) + 1))
+    assert deleted[1]["value"] == len(changes) - 1 == changes[-1][1]["new_value"]

@@ -147,6 +147,8 @@ def test_list_filters(anonymous, several, params, expected):
         ({"value_max": str(INT64_MAX + 1)}, "value_max"),
         ({"ordering": "description"}, "ordering"),
         ({"valu_min": "3"}, "valu_min"),
+        ({"limit": "0"}, "limit"),
+        ({"offset": "-1"}, "offset"),
     ],
 )
 def test_list_rejects_bad_parameters(anonymous, several, params, field):

@@ -310,7 +310,9 @@ log.retention.hours=168
 
 
 def kafka_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's own Uuid.randomUuid(): an id starting with "-" would read as an option.
+    return kafka_cluster_id() if cluster_id.startswith("-") else cluster_id
 
 
 @dataclass

@@ -37,6 +37,15 @@ end
 return 0
 """
 
+# KEYS: the list generation, then pairs of (count generation, count entry).
+_INVALIDATE = """
+redis.call('INCR', KEYS[1])
+for i = 2, #KEYS, 2 do
+    redis.call('INCR', KEYS[i])
+    redis.call('DEL', KEYS[i + 1])
+end
+"""
+
 
 def redis_key(*parts: str) -> str:
     """A Redis key under this environment's CACHE_KEY_PREFIX."""
@@ -97,17 +106,17 @@ def invalidate_counts(count_ids: Iterable[str]) -> None:
     One round trip for any number of counts. Raises RedisError: the consumer must not
     commit its offsets before this succeeded.
     """
-    pipe = redis_client().pipeline(transaction=True)
+    pipe = redis_client().pipeline(transaction=False)
     queue_invalidation(pipe, count_ids)
     pipe.execute()
 
 
 def queue_invalidation(pipe: Pipeline, count_ids: Iterable[str]) -> None:
-    """Add the invalidation of these counts to `pipe`, so it can share a round trip."""
+    """Add the invalidation of these counts to `pipe` (one command), to share a round trip."""
+    keys = [list_generation_key()]
     for count_id in count_ids:
-        pipe.incr(count_generation_key(count_id))
-        pipe.delete(count_key(count_id))
-    pipe.incr(list_generation_key())
+        keys += [count_generation_key(count_id), count_key(count_id)]
+    pipe.eval(_INVALIDATE, len(keys), *keys)
 
 
 def drop_all_entries() -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -337,8 +338,8 @@ class DashboardConsumer:
         now = now_ms()
         for event in events:
             metrics.EVENT_AGE.observe(max(0, now - event.timestamp) / 1000)
-        for message in records:
-            metrics.EVENTS.labels(self.topics[message.topic()]).inc()
+        for topic, events_on_topic in Counter(m.topic() for m in records).items():
+            metrics.EVENTS.labels(self.topics[topic]).inc(events_on_topic)
         metrics.BATCH_SECONDS.observe(seconds)
         self._processed += len(records)
         if self._progress is not None:

@@ -41,45 +41,43 @@ class CountEvent:
     old_value: int | None = None
 
 
-def _field(body: dict, name: str, kind: str, check=lambda value: True):
-    value = body.get(name)
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    valid = is_int if kind == "integer" else isinstance(value, str)
-    if not valid or not check(value):
-        raise PoisonMessage("schema", f"field {name!r} is missing or not a valid {kind}")
-    return value
-
-
-def _int64(value: int) -> bool:
-    return INT64_MIN <= value <= INT64_MAX
+_CHECKS = {
+    "uuid": lambda v: type(v) is str and _UUID.match(v) is not None,
+    "int64": lambda v: type(v) is int and INT64_MIN <= v <= INT64_MAX,
+    "version": lambda v: type(v) is int and v >= 1,
+    "timestamp": lambda v: type(v) is int and v >= 0,
+    "action": lambda v: v in INFO_ACTIONS,
+    "name": lambda v: type(v) is str and 1 <= len(v) <= 100,
+}
+_COMMON = {"event_id": "uuid", "count_id": "uuid", "version": "version", "timestamp": "timestamp"}
+_FIELDS = {
+    COUNT_VALUE_UPDATED: {**_COMMON, "old_value": "int64", "new_value": "int64"},
+    COUNT_INFO_UPDATED: {**_COMMON, "action": "action", "name": "name", "value": "int64"},
+}
 
 
 def parse_event(logical_topic: str, raw: bytes | None) -> CountEvent:
     """Decode one message value of a count topic; raise PoisonMessage if it breaks the contract."""
+    fields = _FIELDS.get(logical_topic)
+    if fields is None:
+        raise PoisonMessage("unknown-topic", f"no events are expected on {logical_topic!r}")
     try:
         body = json.loads(raw or b"")
     except (UnicodeDecodeError, ValueError) as exc:
         raise PoisonMessage("not-json", str(exc)) from exc
     if not isinstance(body, dict):
         raise PoisonMessage("schema", "the value is not a JSON object")
-    common = {
-        "event_id": _field(body, "event_id", "string", _UUID.match),
-        "count_id": _field(body, "count_id", "string", _UUID.match),
-        "version": _field(body, "version", "integer", lambda v: v >= 1),
-        "timestamp": _field(body, "timestamp", "integer", lambda v: v >= 0),
-    }
-    if logical_topic == COUNT_VALUE_UPDATED:
-        return CountEvent(
-            **common,
-            action="value",
-            value=_field(body, "new_value", "integer", _int64),
-            old_value=_field(body, "old_value", "integer", _int64),
-        )
-    if logical_topic == COUNT_INFO_UPDATED:
-        return CountEvent(
-            **common,
-            action=_field(body, "action", "string", lambda v: v in INFO_ACTIONS),
-            value=_field(body, "value", "integer", _int64),
-            name=_field(body, "name", "string", lambda v: 1 <= len(v) <= 100),
-        )
-    raise PoisonMessage("unknown-topic", f"no events are expected on {logical_topic!r}")
+    for name, kind in fields.items():
+        if not _CHECKS[kind](body.get(name)):
+            raise PoisonMessage("schema", f"field {name!r} is missing or not a valid {kind}")
+    is_value = logical_topic == COUNT_VALUE_UPDATED
+    return CountEvent(
+        event_id=body["event_id"],
+        count_id=body["count_id"],
+        version=body["version"],
+        timestamp=body["timestamp"],
+        action="value" if is_value else body["action"],
+        value=body["new_value"] if is_value else body["value"],
+        name=None if is_value else body["name"],
+        old_value=body["old_value"] if is_value else None,
+    )

@@ -1,0 +1,181 @@
+"""End-to-end freshness: from a write's commit to (a) its cache key gone, (b) an SSE client.
+
+Real processes: `manage.py relay`, `manage.py consume` and uvicorn serving the dashboard.
+This process commits increments at a steady RATE/s (the commit time is taken in an
+on_commit hook) over COUNTS counts whose cache entries are filled first, and listens:
+
+(a) cache key gone: the consumer deletes the keys and appends the batch's changes to the
+    dashboard stream in one MULTI/EXEC, so a client blocked on XREAD wakes up at the moment
+    the keys are gone (checked at the end: every written count's key is gone).
+(b) dashboard event at an SSE client: an HTTP client reading the page's /stream/ from uvicorn.
+
+A change names the newest version of its count in its batch; every commit of that count up to
+that version is fresh from then on, so each commit's latency is the first change that covers it.
+Targets: p99 < 50 ms and p50 < 10 ms write-to-dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+import httpx
+from common import ROOT, emit, log, setup_bench, summary
+
+RATE = 500
+SECONDS = 10
+COUNTS = 50
+SETTLE_SECONDS = 30
+
+Seen = list[tuple[float, str, int]]  # (arrival time, count id, version)
+
+
+def start(env: dict[str, str], *argv: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stdin=None
+    )
+
+
+def watch_stream(seen: Seen, stop: threading.Event, last_id: str) -> None:
+    """(a) Block on the dashboard stream in Redis; note when each change lands."""
+    from dashboard import read_model
+    from dashboard.cache import redis_client
+
+    client, key = redis_client(), read_model.stream_key()
+    while not stop.is_set():
+        for _, entries in client.xread({key: last_id}, block=200) or []:
+            now = time.time()
+            for entry_id, fields in entries:
+                last_id = entry_id
+                changes = json.loads(fields.get(b"changes", b"[]"))
+                seen.extend((now, c["id"], c["version"]) for c in changes)
+
+
+def watch_sse(seen: Seen, stop: threading.Event, url: str, connected: threading.Event) -> None:
+    """(b) Read the dashboard's Server-Sent Events like a browser does."""
+    with httpx.stream("GET", url, timeout=None) as response:
+        connected.set()
+        data = None
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("event: "):
+                data = line == "event: refresh"
+            elif line.startswith("data: ") and data:
+                now = time.time()
+                seen.extend((now, c["id"], c["version"]) for c in json.loads(line[6:])["changes"])
+
+
+def write_steadily(count_ids: list[str]) -> tuple[dict[tuple[str, int], float], float]:
+    """Increments at RATE/s for SECONDS (fewer if the machine cannot keep up); commit times."""
+    from django.db import transaction
+
+    from counts import services
+
+    committed: dict[tuple[str, int], float] = {}
+    interval, started = 1 / RATE, time.perf_counter()
+    for n in range(RATE * SECONDS):
+        if time.perf_counter() - started > SECONDS:
+            break
+        time.sleep(max(0.0, started + n * interval - time.perf_counter()))
+        with transaction.atomic():
+            stamp: dict[str, float] = {}
+            transaction.on_commit(lambda stamp=stamp: stamp.setdefault("t", time.time()))
+            count = services.count_increment(count_id=count_ids[n % len(count_ids)])
+        committed[(str(count.id), count.version)] = stamp["t"]
+    achieved = len(committed) / (time.perf_counter() - started)
+    log(f"{len(committed)} writes at {achieved:.0f}/s")
+    return committed, achieved
+
+
+def latencies(committed: dict[tuple[str, int], float], seen: Iterable) -> list[float]:
+    """Per commit: ms until the first change of its count with a version at least its own."""
+    arrivals: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for at, count_id, version in sorted(seen):
+        arrivals[count_id].append((at, version))
+    samples = []
+    for (count_id, version), at_commit in committed.items():
+        covered = next((at for at, v in arrivals[count_id] if v >= version), None)
+        if covered is not None:
+            samples.append((covered - at_commit) * 1000)
+    return samples
+
+
+def main() -> None:
+    bench = setup_bench()
+    from counts import services
+    from counts.models import Count
+    from dashboard import cache, read_model
+    from tests.faults import free_ports, is_listening
+
+    count_ids = [
+        str(services.count_create(name=f"fresh-{bench.run_id}-{n}").id) for n in range(COUNTS)
+    ]
+    (port,) = free_ports(1)
+    processes = [
+        start(bench.env, "manage.py", "relay", "--metrics-port", "0"),
+        start(bench.env, "manage.py", "consume", "--metrics-port", "0"),
+        start(bench.env, "-m", "uvicorn", "config.asgi:application", "--port", str(port)),
+    ]
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_model.snapshot().counts) < COUNTS or not is_listening("127.0.0.1", port):
+            assert time.monotonic() < deadline, "the pipeline did not come up"
+            time.sleep(0.1)
+        for count_id in count_ids:
+            key, generation = cache.count_key(count_id), cache.count_generation_key(count_id)
+            cache.read_through(key, generation, lambda: 0)
+        last_id = read_model.snapshot().stream_id
+        in_redis: Seen = []
+        at_client: Seen = []
+        connected = threading.Event()
+        url = f"http://127.0.0.1:{port}/stream/?last_id={last_id}"
+        watchers = [
+            threading.Thread(target=watch_stream, args=(in_redis, stop, last_id), daemon=True),
+            threading.Thread(target=watch_sse, args=(at_client, stop, url, connected), daemon=True),
+        ]
+        for watcher in watchers:
+            watcher.start()
+        connected.wait(10)
+        time.sleep(0.5)
+
+        committed, achieved = write_steadily(count_ids)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline and (
+            len(latencies(committed, in_redis)) < len(committed)
+            or len(latencies(committed, at_client)) < len(committed)
+        ):
+            time.sleep(0.2)
+        stale = [c for c in count_ids if cache.redis_client().exists(cache.count_key(c))]
+        assert not stale, f"cache keys still present: {stale[:3]}"
+    finally:
+        stop.set()
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+        Count.objects.filter(id__in=count_ids).delete()
+
+    for name, seen, what in (
+        ("freshness_cache_invalidated", in_redis, "commit -> cache key gone"),
+        ("freshness_sse_client", at_client, "commit -> dashboard event at an SSE client"),
+    ):
+        samples = latencies(committed, seen)
+        figures = summary(samples, (50, 90, 99))
+        log(f"{what}: {figures} ms over {len(samples)}/{len(committed)} writes")
+        emit(
+            name,
+            {**figures, "writes_per_s": round(achieved), "fresh": len(samples)},
+            {**{k: "ms" for k in figures}, "writes_per_s": "writes/s", "fresh": "writes"},
+            f"target at {RATE} writes/s: p99 < 50 ms, p50 < 10 ms ({what})",
+            figures["p99"] / 50,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -211,7 +211,8 @@ class DashboardConsumer:
             for m, e in parsed
             if e.count_id in unknown
         ]
-        self._send_dead_letters(dead)
+        if not self._send_dead_letters(dead):
+            return  # stopping while Kafka refuses them: uncommitted, so redelivered
         for message in records:
             self._done[(message.topic(), message.partition())] = message.offset() + 1
         self._commit(asynchronous=True)
@@ -293,7 +294,8 @@ class DashboardConsumer:
             missing -= set(published.values_list("key", flat=True))
         return missing
 
-    def _send_dead_letters(self, dead: list) -> None:
+    def _send_dead_letters(self, dead: list) -> bool:
+        """Park poison messages; True once Kafka has them all (False if stopping first)."""
         for message, error in dead:
             logger.error(
                 "dead-lettering %s[%d]@%d: %s",
@@ -310,7 +312,10 @@ class DashboardConsumer:
             )
             metrics.DEAD_LETTERS.labels(error.reason).inc()
         while dead and self._producer.flush(5) > 0:
+            if not self._running:
+                return False
             logger.warning("dead-letter topic unreachable, still trying")
+        return True
 
     def _failure_headers(self, message: Message, error: PoisonMessage) -> list[tuple[str, str]]:
         return [

@@ -59,7 +59,9 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
 def report(scenario: str, **figures: Any) -> None:
     """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)
     and append it to .local/reliability-figures.jsonl, where docs/reliability.md's come from."""
-    line = json.dumps({"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures})
+    line = json.dumps(
+        {"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures}
+    )
     print(line, flush=True)
     with open(FAULTS_HOME.parent / "reliability-figures.jsonl", "a") as figures_file:
         figures_file.write(line + "\n")
@@ -170,6 +172,16 @@ class PrivateRedis:
 def private_kafka_node(home: Path, heap: str = "512m") -> KafkaNode:
     port, controller_port = free_ports(2)
     return KafkaNode(port=port, controller_port=controller_port, home=home, heap=heap)
+
+
+def crash_broker(node: KafkaNode) -> None:
+    """SIGKILL a broker and wait until its port is closed, so a restart cannot see it alive.
+
+    (A graceful stop of a combined broker+controller can take a minute; a crash is both
+    faster and the harder fault.)
+    """
+    node.stop(hard=True)
+    wait_for(lambda: not is_listening("127.0.0.1", node.port), 30, f"broker {node.port} to die")
 
 
 @dataclass
@@ -373,6 +385,16 @@ class AppProcesses:
         process = self.spawn("web", "--port", str(port), **kwargs)
         wait_for(lambda: is_listening("127.0.0.1", port), 60, f"{process.name} on {port}")
         return process, f"http://127.0.0.1:{port}"
+
+    def bound(self, **common: str) -> Callable[..., Any]:
+        """`start(kind, *args, **env)` with `common` (database, Kafka, env) applied to all."""
+
+        def start(kind: str, *args: str, **env: str) -> Any:
+            if kind == "web":
+                return self.web(**common, **env)
+            return self.spawn(kind, *args, **common, **env)
+
+        return start
 
     def stop_all(self) -> None:
         for process in self.started:

@@ -31,10 +31,8 @@ CONSUMER = ("--metrics-port", "0")
 
 @pytest.fixture
 def spawn(pipeline, app_processes, test_database_url):  # noqa: F811
-    """Start a relay or consumer on this test's database, topics, group and cache keys."""
-    return lambda kind, *args: app_processes.spawn(
-        kind, *args, database_url=test_database_url, **pipeline.env
-    )
+    """Start the web server, a relay or a consumer on this test's database, topics and keys."""
+    return app_processes.bound(database_url=test_database_url, **pipeline.env)
 
 
 def make_counts(n: int) -> list[Count]:

@@ -1,0 +1,169 @@
+"""Kafka faults: the broker gone for 20 s under API writes, and a broker lost from a cluster.
+
+Both run on private brokers (the shared one is never stopped), with the web server, the
+relay and the consumer as real processes. Each scenario prints its figures as a JSON line.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from counts import events, services
+from counts.models import Count
+from outbox.kafka import ensure_topics
+from outbox.models import OutboxMessage
+from tests.faults import SteadyWrites, crash_broker, report, wait_for
+from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.relay_support import assert_commit_order, pending_count, read_back
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+RELAY = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
+CONSUMER = ("--metrics-port", "0")
+OUTAGE_SECONDS = 20
+BROKER_START_SECONDS = 12
+TOPICS = [*events.TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
+
+
+def on_cluster(bootstrap: str, **other_settings):
+    """Django settings that point this process's Kafka clients at a private cluster."""
+    config = {**settings.KAFKA_CLIENT_CONFIG, "bootstrap.servers": bootstrap}
+    return override_settings(KAFKA_CLIENT_CONFIG=config, **other_settings)
+
+
+def create_topics(bootstrap: str, replication: int = 1) -> None:
+    """The project's topics, laid out by the project's own code, on a private cluster."""
+    with on_cluster(
+        bootstrap,
+        KAFKA_TOPIC_REPLICATION_FACTOR=replication,
+        KAFKA_TOPIC_MIN_INSYNC_REPLICAS=max(1, replication - 1),
+    ):
+        ensure_topics(TOPICS)
+
+
+@pytest.fixture
+def spawn(pipeline, app_processes, test_database_url):  # noqa: F811
+    """Start the web server, a relay or a consumer on this test's database, topics and keys."""
+    return app_processes.bound(database_url=test_database_url, **pipeline.env)
+
+
+def api_client(base_url: str) -> httpx.Client:
+    user = get_user_model().objects.create_user("load", password="pw")
+    token = Token.objects.create(user=user).key
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=10)
+
+
+def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:
+    """Read every event back from the cluster; per-key order is asserted on the way."""
+    with on_cluster(bootstrap):
+        received = read_back({str(row.event_id) for row in rows})
+    figures = assert_commit_order(received, rows)
+    return {
+        "written": len(rows),
+        "delivered": figures["delivered"],
+        "duplicated": figures["duplicates"],
+        "lost": len(rows) - figures["delivered"],
+    }
+
+
+def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(spawn, private_kafka):
+    bootstrap = f"127.0.0.1:{private_kafka.port}"
+    create_topics(bootstrap)
+    counts = [services.count_create(name=f"outage-{n}") for n in range(10)]
+    _, base_url = spawn("web")
+    spawn("relay", *RELAY, kafka=bootstrap)
+    spawn("consume", *CONSUMER, kafka=bootstrap)
+    api = api_client(base_url)
+
+    def write(n: int) -> None:
+        url = f"/api/counts/{counts[n % len(counts)].id}/increment/"
+        api.post(url, json={"delta": 1}).raise_for_status()
+
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
+    with SteadyWrites(write, per_second=50) as writes:
+        time.sleep(2)
+        crash_broker(private_kafka)
+        down, written_before = time.monotonic(), writes.done
+        # The broker takes ~10-15 s to come back on this machine: that is part of the outage.
+        time.sleep(OUTAGE_SECONDS - BROKER_START_SECONDS)
+        private_kafka.start()
+        back = time.monotonic()
+        backlog, writes_during_outage = pending_count(), writes.done - written_before
+        time.sleep(2)
+    wait_for(lambda: pending_count() == 0, 90, "the relay to drain the backlog")
+    drained = time.monotonic() - back
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
+    caught_up = time.monotonic() - back
+
+    figures = audit(list(OutboxMessage.objects.order_by("id")), bootstrap)
+    report(
+        "kafka-broker-down",
+        outage_s=round(back - down, 1),
+        api_writes=writes.done,
+        api_writes_during_outage=writes_during_outage,
+        failed_api_writes=len(writes.errors),
+        backlog_at_restart=backlog,
+        drain_after_restart_s=round(drained, 2),
+        dashboard_caught_up_after_restart_s=round(caught_up, 2),
+        **figures,
+    )
+    assert writes.errors == []
+    assert writes_during_outage > 0 and backlog > 0
+    assert figures["lost"] == 0
+
+
+def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return metadata.topics[topic].partitions[partition].leader
+
+
+def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(spawn, kafka_cluster):
+    bootstrap = kafka_cluster.bootstrap
+    create_topics(bootstrap, replication=3)
+    counts = [services.count_create(name=f"replicated-{n}") for n in range(20)]
+    spawn("relay", *RELAY, kafka=bootstrap)
+    consumer = spawn("consume", *CONSUMER, kafka=bootstrap)
+
+    def write(n: int) -> None:
+        services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
+
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
+    value_topic = f"{settings.KAFKA_TOPIC_PREFIX}{events.COUNT_VALUE_UPDATED}"
+    victim = leader_of(bootstrap, value_topic)
+    with SteadyWrites(write, per_second=100) as writes:
+        time.sleep(3)
+        crash_broker(kafka_cluster.nodes[victim - 1])  # a partition leader
+        killed = time.monotonic()
+        time.sleep(8)
+    load_ended = time.monotonic()
+    survivors = ",".join(f"127.0.0.1:{n.port}" for n in kafka_cluster.nodes if n.node_id != victim)
+    wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
+    settled, settled_after_load = time.monotonic() - killed, time.monotonic() - load_ended
+
+    figures = audit(list(OutboxMessage.objects.order_by("id")), survivors)
+    report(
+        "kafka-cluster-broker-killed",
+        brokers=3,
+        replication=3,
+        min_insync_replicas=2,
+        killed_broker=victim,
+        writes=writes.done,
+        failed_writes=len(writes.errors),
+        new_leader=leader_of(survivors, value_topic),
+        all_delivered_and_applied_after_kill_s=round(settled, 2),
+        all_delivered_and_applied_after_load_s=round(settled_after_load, 2),
+        **figures,
+    )
+    assert writes.errors == []
+    assert figures["lost"] == 0
+    assert Count.objects.count() == 20
+    assert consumer.alive

@@ -196,3 +196,15 @@ def test_consume_rejects_bad_options():
         call_command("consume", "--batch-size=0", "--metrics-port=0")
     with pytest.raises(CommandError, match="time zone"):
         call_command("consume", "--reset-to", "2026-01-01T00:00:00", "--metrics-port=0")
+
+
+def test_consume_check_passes_with_the_services_up_and_fails_without_kafka(settings, capsys):
+    call_command("consume", "--check")
+    assert "kafka: ok" in capsys.readouterr().out
+    settings.KAFKA_CLIENT_CONFIG = {
+        **settings.KAFKA_CLIENT_CONFIG,
+        "bootstrap.servers": "127.0.0.1:1",
+    }
+    with pytest.raises(CommandError, match="not all reachable"):
+        call_command("consume", "--check")
+    assert "kafka: DOWN" in capsys.readouterr().out

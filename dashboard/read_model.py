@@ -38,7 +38,9 @@ local changes = {}
 for _, u in ipairs(cjson.decode(ARGV[1])) do
     local tomb = tonumber(redis.call('HGET', tombstones, u.id) or '0')
     local raw = redis.call('HGET', counts, u.id)
-    local entry = raw and cjson.decode(raw) or {vv = 0, nv = 0}
+    local ok, entry = pcall(cjson.decode, raw or '{}')
+    if not ok or type(entry) ~= 'table' then entry = {} end  -- a damaged entry is rebuilt
+    entry.vv, entry.nv = tonumber(entry.vv) or 0, tonumber(entry.nv) or 0
     local change = {id = u.id, ts = u.ts}
     if u.dv then
         if u.dv > tomb then

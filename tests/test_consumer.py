@@ -208,3 +208,10 @@ def test_consume_check_passes_with_the_services_up_and_fails_without_kafka(setti
     with pytest.raises(CommandError, match="not all reachable"):
         call_command("consume", "--check")
     assert "kafka: DOWN" in capsys.readouterr().out
+
+
+def test_a_damaged_read_model_entry_is_rebuilt_not_a_blocker(pipeline):  # noqa: F811
+    count_id = str(uuid.uuid4())
+    cache.redis_client().hset(read_model.counts_key(), count_id, "not json")
+    read_model.apply_events([CountEvent(str(uuid.uuid4()), count_id, 2, 1, "updated", 5, "fixed")])
+    assert read_model_state() == {count_id: ("fixed", 5)}

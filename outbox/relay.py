@@ -10,6 +10,7 @@ pending, and whoever holds the lane next sends them again (duplicates, never gap
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from django.db import connections
 from outbox import metrics, wakeup
 from outbox.kafka import client_config
 from outbox.leases import LaneLeases
+from outbox.marker import Marker
 from outbox.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -34,23 +36,20 @@ TABLE = OutboxMessage._meta.db_table
 # retry backoff. Each lane gets its slice of the batch, so one busy lane cannot starve
 # the rest; every lane is a range scan of the partial index (lane, id) WHERE pending.
 _CLAIM = f"""
-    SELECT row.id, row.topic, row.key, row.value, row.headers, row.created_at
+    SELECT row.id, row.topic, row.key, row.value, row.headers::text, row.created_at
       FROM unnest(%(lanes)s::int[]) AS owned(lane)
      CROSS JOIN LATERAL (
             SELECT o.id, o.topic, o.key, o.value, o.headers, o.created_at
               FROM {TABLE} o
              WHERE o.state = 'pending' AND o.lane = owned.lane
                AND o.key <> ALL(%(held_keys)s::text[])
+               AND o.id <> ALL(%(being_marked)s::bigint[])
                AND NOT EXISTS (
                        SELECT 1 FROM {TABLE} p
                         WHERE p.state = 'parked' AND p.key = o.key AND p.id < o.id)
              ORDER BY o.id
              LIMIT %(per_lane)s
           ) AS row
-"""
-_MARK_PUBLISHED = f"""
-    UPDATE {TABLE} SET state = 'published', published_at = now()
-     WHERE id = ANY(%s) AND state = 'pending'
 """
 _RECORD_FAILURE = f"""
     UPDATE {TABLE}
@@ -100,6 +99,14 @@ _PRODUCER_REQUIRED = {
 }
 
 
+def producer_config(**callbacks) -> dict:
+    """The relay's librdkafka settings: defaults, then Django's, then the non-negotiables."""
+    return client_config(
+        **{**_PRODUCER_DEFAULTS, **settings.KAFKA_PRODUCER_CONFIG, **_PRODUCER_REQUIRED},
+        **callbacks,
+    )
+
+
 def is_transient(error: KafkaError) -> bool:
     return error.retriable() or error.code() in _TRANSIENT
 
@@ -119,7 +126,7 @@ class OutboxRow(NamedTuple):
 
 @dataclass(frozen=True)
 class RelayOptions:
-    batch_size: int = 5000
+    batch_size: int = 20_000
     once: bool = False
     poll_interval: float = 1.0
     rebalance_interval: float = 0.5
@@ -160,8 +167,12 @@ class Relay:
         """Publish until stopped; the exit status is 0 unless a --once run left rows behind."""
         while not self.stopping:
             try:
-                with self._connect() as conn:
-                    self._serve(conn)
+                with self._connect() as conn, self._connect() as mark_conn:
+                    wakeup.listen(conn)
+                    self.leases.join(conn)
+                    self._reconnects = 0
+                    with Marker(mark_conn) as self._marker:
+                        self._serve(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._session_lost(exc)
                 continue
@@ -176,9 +187,9 @@ class Relay:
         for django_only in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(django_only, None)
         conn = psycopg.connect(**params, autocommit=True, application_name="countstream-relay")
-        wakeup.listen(conn)
-        self.leases.join(conn)
-        self._reconnects = 0
+        # A mark lost in a crash only means a duplicate on the wire, never a lost event:
+        # no need to wait for the WAL flush on every batch.
+        conn.execute("SET synchronous_commit = off")
         logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
         return conn
 
@@ -209,6 +220,7 @@ class Relay:
                 break
             else:
                 self._idle(conn)
+        self._marker.wait()
         if self.options.once:
             self.left_behind = self._pending_in_owned_lanes(conn)
 
@@ -221,6 +233,7 @@ class Relay:
 
     def _idle(self, conn: psycopg.Connection) -> None:
         """Wait for a commit's NOTIFY, the fallback poll, a stop or new lanes to serve."""
+        self._marker.wait()
         deadline = time.monotonic() + self.options.poll_interval
         while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
             if wakeup.wait(conn, min(0.25, remaining)):
@@ -239,6 +252,7 @@ class Relay:
 
     def _rebalance(self, conn: psycopg.Connection) -> bool:
         """Take or give back lanes toward our fair share; True if we gained any."""
+        self._marker.wait()  # a lane goes to its next owner with its rows marked
         gained, released = self.leases.rebalance(conn)
         self._next_rebalance = time.monotonic() + self.options.rebalance_interval
         if gained or released:
@@ -265,9 +279,16 @@ class Relay:
         params = {
             "lanes": lanes,
             "held_keys": list(self._held_keys),
+            "being_marked": self._marker.in_progress,
             "per_lane": -(-self.options.batch_size // len(lanes)),
         }
-        return [OutboxRow(*row) for row in conn.execute(_CLAIM, params).fetchall()]
+        # Planned afresh each time: with the ids as constants, PostgreSQL hashes the
+        # exclusion list instead of scanning it for every row (a prepared plan would).
+        rows = conn.execute(_CLAIM, params, prepare=False)
+        return [
+            OutboxRow(row_id, topic, key, value, json.loads(headers), created_at)
+            for row_id, topic, key, value, headers, created_at in rows
+        ]
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
         results: dict[int, KafkaError | None] = {}
@@ -334,7 +355,7 @@ class Relay:
                 blocked.add(row.key)
                 failed.append((row, error))
         if published:
-            conn.execute(_MARK_PUBLISHED, [published])
+            self._marker.mark(published)
             metrics.PUBLISHED.inc(len(published))
             self._published_since_report += len(published)
             self.published_total += len(published)
@@ -439,11 +460,7 @@ class Relay:
     # ------------------------------------------------------------------ Kafka
 
     def _new_producer(self) -> Producer:
-        config = client_config(
-            **{**_PRODUCER_DEFAULTS, **settings.KAFKA_PRODUCER_CONFIG, **_PRODUCER_REQUIRED},
-            error_cb=self._on_kafka_error,
-        )
-        return Producer(config)
+        return Producer(producer_config(error_cb=self._on_kafka_error))
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         """librdkafka repeats connection errors every few ms; log each kind every 10 s."""

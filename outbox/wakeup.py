@@ -20,11 +20,16 @@ logger = logging.getLogger(__name__)
 CHANNEL = "countstream_outbox"
 
 
+# One round trip. A NOTIFY commits a transaction of its own, which would wait for a WAL
+# flush like any commit; a hint need not survive a crash, so that commit does not wait.
+_NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')"
+
+
 def notify_relays() -> None:
     """Tell listening relays that new outbox rows are committed (a hint, never required)."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}")
+            cursor.execute(_NOTIFY, [CHANNEL])
     except DatabaseError as exc:
         logger.warning("could not wake the relay, it will poll instead: %s", exc)
 

@@ -39,7 +39,10 @@ class Command(BaseCommand):
             help="Drain every free lane, then exit (non-zero if rows were left behind).",
         )
         parser.add_argument(
-            "--batch-size", type=positive_int, default=5000, help="Rows per claim (default 5000)."
+            "--batch-size",
+            type=positive_int,
+            default=RelayOptions.batch_size,
+            help=f"Rows per claim (default {RelayOptions.batch_size}).",
         )
         parser.add_argument(
             "--poll-interval",

@@ -1,0 +1,345 @@
+"""Relay: throughput on a pre-filled backlog, commit-to-ack latency, and the wake-up's cost.
+
+1. relay_throughput: BACKLOG pending rows drained by `Relay(once=True)` in this process,
+   beside a bare confluent-kafka producer (same settings, same payloads, same broker)
+   sending them in the same run. Target: ratio >= 0.35. `--profile` prints where the
+   relay's time goes (cProfile, top functions) to stderr.
+2. relay_latency: a `manage.py relay` process while this process commits increments at a
+   steady RATE/s; latency is the commit (an on_commit hook) to `published_at`, which the
+   relay writes right after the batch's last delivery report. Target: p99 < 20 ms.
+3. relay_wakeup_write_cost: concurrent increments/s with no NOTIFY, a NOTIFY inside the
+   writing transaction, and the NOTIFY after commit that outbox.enqueue uses.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from contextlib import contextmanager
+
+import psycopg
+from common import ROOT, emit, log, median, setup_bench, summary
+from prometheus_client.parser import text_string_to_metric_families
+
+BACKLOG = 200_000
+KEYS = 2_000
+RATE = 500
+LATENCY_SECONDS = 10
+LATENCY_WRITERS = 4
+WRITERS = 8
+WRITE_COST_SECONDS = 1.5
+WRITE_COST_ROUNDS = 6
+
+
+def load() -> float:
+    """The machine's 1-minute load: figures from a busy shared machine need this beside them."""
+    return round(os.getloadavg()[0], 2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def acked_within(metrics_port: int, bucket: str) -> float:
+    """Share of deliveries the relay's histogram puts at or under `bucket` seconds."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    counts = {}
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name == "countstream_relay_delivery_age_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    counts[sample.labels["le"]] = sample.value
+    return counts[bucket] / counts["+Inf"]
+
+
+def prefill(keys: list[str]) -> None:
+    """BACKLOG rows shaped like count-value-updated events, in one INSERT ... SELECT."""
+    from django.conf import settings
+    from django.db import connection
+
+    from counts.events import COUNT_VALUE_UPDATED
+    from outbox.models import OutboxMessage
+    from outbox.services import topic_name
+
+    lanes = [zlib.crc32(key.encode()) % settings.OUTBOX_LANES for key in keys]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {OutboxMessage._meta.db_table}
+                   (event_id, topic, key, value, headers, lane, state, created_at, attempts,
+                    last_error)
+            SELECT e.id, %(topic)s, e.key,
+                   convert_to(json_build_object(
+                       'event_id', e.id, 'count_id', e.key, 'old_value', e.v - 1,
+                       'new_value', e.v, 'version', e.v + 1,
+                       'timestamp', (extract(epoch FROM now()) * 1000)::bigint)::text, 'UTF8'),
+                   jsonb_build_object('event_id', e.id, 'event_type', %(logical)s,
+                       'count_version', (e.v + 1)::text, 'content_type', 'application/json'),
+                   e.lane, 'pending', now(), 0, ''
+              FROM (SELECT gen_random_uuid() AS id, k.key, k.lane, v
+                      FROM generate_series(1, %(per_key)s) AS v
+                     CROSS JOIN unnest(%(keys)s::text[], %(lanes)s::int[]) AS k(key, lane)
+                     ORDER BY v, k.key) AS e
+            """,
+            {
+                "topic": topic_name(COUNT_VALUE_UPDATED),
+                "logical": COUNT_VALUE_UPDATED,
+                "per_key": BACKLOG // len(keys),
+                "keys": keys,
+                "lanes": lanes,
+            },
+        )
+
+
+def bare_producer_rate(payloads: list[tuple]) -> float:
+    """The same messages through a bare producer with the relay's settings."""
+    from confluent_kafka import Producer
+
+    from outbox.relay import producer_config
+
+    producer = Producer(producer_config())
+    acked = 0
+
+    def delivered(error, _message) -> None:
+        nonlocal acked
+        acked += error is None
+
+    started = time.perf_counter()
+    for topic, key, value, headers in payloads:
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    elapsed = time.perf_counter() - started
+    assert acked == len(payloads), f"bare producer: {acked} of {len(payloads)} acked"
+    return len(payloads) / elapsed
+
+
+def throughput(profile: bool) -> None:
+    from django.db import connection
+
+    from outbox.models import OutboxMessage
+    from outbox.relay import Relay, RelayOptions
+
+    keys = [f"bench-key-{n:05d}" for n in range(KEYS)]
+    prefill(keys)
+    with connection.cursor() as cursor:  # fresh statistics, as autovacuum would give
+        cursor.execute(f"ANALYZE {OutboxMessage._meta.db_table}")
+    rows = OutboxMessage.objects.filter(state="pending").order_by("id")
+    payloads = [
+        (topic, key, bytes(value), headers)
+        for topic, key, value, headers in rows.values_list("topic", "key", "value", "headers")
+    ]
+    log(f"backlog of {len(payloads)} rows; bare producer first")
+    raw = bare_producer_rate(payloads)
+
+    relay = Relay(RelayOptions(once=True))
+    profiler = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    relay.run()
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    assert relay.published_total == len(payloads), relay.published_total
+    rate = relay.published_total / elapsed
+    log(f"relay {rate:.0f}/s vs bare producer {raw:.0f}/s (load {load()})")
+    if profiler:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+        log(out.getvalue())
+    emit(
+        "relay_throughput",
+        {
+            "relay_events_per_s": round(rate),
+            "bare_producer_events_per_s": round(raw),
+            "load_avg_1m": load(),
+        },
+        {
+            "relay_events_per_s": "events/s",
+            "bare_producer_events_per_s": "events/s",
+            "load_avg_1m": "runnable processes (2 cores)",
+        },
+        f"bare confluent-kafka producer, same {len(payloads)} payloads and settings",
+        rate / raw,
+    )
+
+
+@contextmanager
+def relay_process(env: dict[str, str], metrics_port: int):
+    command = [sys.executable, "manage.py", "relay", "--metrics-port", str(metrics_port)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**env, "LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for line in process.stderr:  # serving once it holds its lanes
+            if "lanes " in line:
+                break
+        threading.Thread(target=process.stderr.read, daemon=True).start()
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def latency(env: dict[str, str]) -> None:
+    from django.db import connection, transaction
+
+    from counts import services
+    from outbox.models import OutboxMessage
+
+    count_ids = [services.count_create(name=f"latency-{n}").id for n in range(64)]
+    committed: dict[str, float] = {}
+
+    def write(slot: int, started: float) -> None:
+        """Every LATENCY_WRITERS-th write of an open-loop schedule at RATE/s."""
+        try:
+            for n in range(slot, RATE * LATENCY_SECONDS, LATENCY_WRITERS):
+                time.sleep(max(0.0, started + n / RATE - time.perf_counter()))
+                with transaction.atomic():
+                    stamp = {}
+                    transaction.on_commit(lambda stamp=stamp: stamp.setdefault("t", time.time()))
+                    count = services.count_increment(count_id=count_ids[n % len(count_ids)])
+                committed[f"{count.id}:{count.version}"] = stamp["t"]
+        finally:
+            connection.close()
+
+    metrics_port = free_port()
+    with relay_process(env, metrics_port):
+        time.sleep(1)
+        started = time.perf_counter()
+        writers = [
+            threading.Thread(target=write, args=(slot, started)) for slot in range(LATENCY_WRITERS)
+        ]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        achieved = len(committed) / (time.perf_counter() - started)
+        deadline = time.monotonic() + 30
+        while OutboxMessage.objects.filter(state="pending").exists():
+            assert time.monotonic() < deadline, "relay did not catch up"
+            time.sleep(0.05)
+        within_20ms = acked_within(metrics_port, "0.02")
+    published = OutboxMessage.objects.filter(key__in=[str(c) for c in count_ids]).values_list(
+        "key", "headers", "published_at"
+    )
+    samples = [
+        (published_at.timestamp() - committed[f"{key}:{headers['count_version']}"]) * 1000
+        for key, headers, published_at in published
+        if f"{key}:{headers['count_version']}" in committed
+    ]
+    figures = summary(samples, (50, 90, 99))
+    log(f"{len(samples)} writes at {achieved:.0f}/s: commit -> acked and marked {figures} ms")
+    log(f"relay histogram: {within_20ms:.1%} acked within 20 ms of the row's creation")
+    emit(
+        "relay_latency",
+        {
+            **figures,
+            "acked_within_20ms": round(within_20ms, 4),
+            "writes_per_s": round(achieved),
+            "load_avg_1m": load(),
+        },
+        {
+            **{name: "ms" for name in figures},
+            "acked_within_20ms": "fraction (relay histogram)",
+            "writes_per_s": "writes/s",
+            "load_avg_1m": "runnable processes (2 cores)",
+        },
+        "target: p99 commit -> Kafka ack under 20 ms at 500 writes/s",
+        None,
+    )
+
+
+def write_cost(database_url: str) -> None:
+    """Increments/s from WRITERS threads, each on its own counts, with each wake-up style."""
+    from django.db import connection, transaction
+
+    from counts import services
+    from outbox import wakeup
+
+    count_ids = [services.count_create(name=f"cost-{n}").id for n in range(WRITERS * 4)]
+    listener = psycopg.connect(database_url, autocommit=True)  # as a relay listens
+    wakeup.listen(listener)
+    real_notify = wakeup.notify_relays
+
+    def notify_inside() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {wakeup.CHANNEL}")
+
+    def run(style: str) -> float:
+        wakeup.notify_relays = real_notify if style == "after_commit" else lambda: None
+        done = [0] * WRITERS
+        stop = threading.Event()
+
+        def writer(slot: int) -> None:
+            mine = count_ids[slot::WRITERS]
+            try:
+                while not stop.is_set():
+                    with transaction.atomic():
+                        services.count_increment(count_id=mine[done[slot] % len(mine)])
+                        if style == "inside":
+                            notify_inside()
+                    done[slot] += 1
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(WRITE_COST_SECONDS)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        list(listener.notifies(timeout=0))
+        return sum(done) / WRITE_COST_SECONDS
+
+    styles = ["none", "inside", "after_commit"]
+    samples: dict[str, list[float]] = {style: [] for style in styles}
+    try:
+        for round_no in range(WRITE_COST_ROUNDS):  # rotate, so drift hits every style
+            for style in styles[round_no % 3 :] + styles[: round_no % 3]:
+                samples[style].append(run(style))
+    finally:
+        wakeup.notify_relays = real_notify
+        listener.close()
+    rates = {style: median(values) for style, values in samples.items()}
+    log(f"write path with {WRITERS} writers, medians of {WRITE_COST_ROUNDS} rounds: {rates}")
+    emit(
+        "relay_wakeup_write_cost",
+        {f"{style}_writes_per_s": round(rate) for style, rate in rates.items()},
+        {f"{style}_writes_per_s": "writes/s" for style in rates},
+        "increments without any NOTIFY",
+        rates["after_commit"] / rates["none"],
+    )
+
+
+def main() -> None:
+    bench = setup_bench()
+    from counts.models import Count
+    from outbox.models import OutboxMessage
+
+    OutboxMessage.objects.all().delete()
+    Count.objects.all().delete()
+    throughput(profile="--profile" in sys.argv)
+    latency(bench.env)
+    write_cost(bench.database_url)
+
+
+if __name__ == "__main__":
+    main()

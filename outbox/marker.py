@@ -1,0 +1,48 @@
+"""Marking delivered rows published, in the background, on a connection of its own.
+
+The UPDATE that marks a batch is the relay's most expensive query (every marked row gets a
+new heap tuple and index entries). Running it beside the relay's main loop lets
+PostgreSQL write batch N while the relay claims and produces batch N+1. Until batch N is
+marked its rows are still pending, so the next claim skips them by id (`in_progress`).
+Only one mark runs at a time; a lost mark only means those rows are sent again.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import psycopg
+
+from outbox.models import OutboxMessage
+
+_MARK_PUBLISHED = f"""
+    UPDATE {OutboxMessage._meta.db_table} SET state = 'published', published_at = now()
+     WHERE id = ANY(%s) AND state = 'pending'
+"""
+
+
+class Marker:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-marker")
+        self._future: Future | None = None
+        self.in_progress: list[int] = []
+
+    def mark(self, ids: list[int]) -> None:
+        """Start marking `ids` published, once the previous mark has committed."""
+        self.wait()
+        self.in_progress = ids
+        self._future = self._executor.submit(self._conn.execute, _MARK_PUBLISHED, [ids])
+
+    def wait(self) -> None:
+        """Block until the last mark has committed; raise its database error, if any."""
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()
+        self.in_progress = []
+
+    def __enter__(self) -> Marker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,6 +1,9 @@
 """/healthz, /readyz and the check functions, against the real services and a dead port."""
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings
@@ -102,3 +105,20 @@ def test_readyz_rejects_an_unknown_check(client):
     response = client.get("/readyz?check=database&check=mongodb")
     assert response.status_code == 400
     assert "mongodb" in response.json()["error"]
+
+
+def test_check_database_down():
+    """In a process of its own: this one's connection must stay on the test database."""
+    probe = (
+        "import django; django.setup(); from config.health import check_database; "
+        "r = check_database(); print(r.ok, r.detail.split(':')[0], r.latency_ms < 5000)"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://countstream:countstream@127.0.0.1:{_closed_port()}/nope",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "OperationalError", "True"], result.stderr

@@ -96,7 +96,11 @@ def consumer_stats_key() -> str:
 
 @dataclass
 class Update:
-    """The newest known state of one count, merged from any number of its events."""
+    """The newest known state of one count, merged from any number of its events.
+
+    Field names are the script's: `vv`/`nv` are the versions of `value`/`name`, `dv` the
+    version that deleted the count, `ts` the newest event time (epoch ms).
+    """
 
     id: str
     ts: int = 0

@@ -49,7 +49,10 @@ async def _events(last_id: str) -> AsyncIterator[str]:
     key = read_model.stream_key()
     try:
         yield "retry: 1000\n\n"
-        if last_id != "$" and await _missed_trimmed_entries(client, key, last_id):
+        if last_id == "$":  # "from now on", pinned, so nothing slips between two reads
+            newest = await client.xrevrange(key, count=1)
+            last_id = newest[0][0].decode() if newest else "0-0"
+        elif await _missed_trimmed_entries(client, key, last_id):
             yield _sse("reset", "{}")
             return
         next_operations = 0.0

@@ -70,7 +70,7 @@ def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):  # 
     ]
     assert state["total"] == str(5 + 2**62)
     assert [c["name"] for c in state["top"]] == ["beta", "alpha"]
-    assert {change["name"] for change in state["feed"]} == {"alpha", "beta"}
+    assert {"alpha", "beta"} <= {change.get("name") for change in state["feed"]}
     assert state["operations"]["relay_backlog"] == 1
     html = response.content.decode()
     assert f'data-count-id="{alpha.id}"' in html and "4611686018427387909" in html

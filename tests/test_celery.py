@@ -12,6 +12,7 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -127,6 +128,11 @@ def celery_worker(tmp_path):
     yield start
     for worker in started:
         assert worker.terminate(30) == 0, worker.log()
+    # The broker is shared: leave no queue or binding of this run behind.
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    leftovers = [queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+    broker.delete(*leftovers)
 
 
 @pytest.mark.slow

@@ -322,8 +322,14 @@ def write_cost(database_url: str) -> None:
     log(f"write path with {WRITERS} writers, medians of {WRITE_COST_ROUNDS} rounds: {rates}")
     emit(
         "relay_wakeup_write_cost",
-        {f"{style}_writes_per_s": round(rate) for style, rate in rates.items()},
-        {f"{style}_writes_per_s": "writes/s" for style in rates},
+        {
+            **{f"{style}_writes_per_s": round(rate) for style, rate in rates.items()},
+            "load_avg_1m": load(),
+        },
+        {
+            **{f"{style}_writes_per_s": "writes/s" for style in rates},
+            "load_avg_1m": "runnable processes (2 cores)",
+        },
         "increments without any NOTIFY",
         rates["after_commit"] / rates["none"],
     )

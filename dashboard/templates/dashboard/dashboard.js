@@ -6,6 +6,8 @@
   const initial = JSON.parse(document.getElementById("dashboard-state").textContent);
   const counts = new Map(initial.counts.map((c) => [c.id, { ...c, value: BigInt(c.value) }]));
   const $ = (id) => document.getElementById(id);
+  // Code-point order, like the server's sorted(): rows keep their places on the first refresh.
+  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
   function text(tag, content, className) {
     const node = document.createElement(tag);
@@ -52,7 +54,7 @@
   function renderCounts(changedIds) {
     const body = $("counts");
     const rows = new Map([...body.children].map((tr) => [tr.dataset.countId, tr]));
-    const ordered = [...counts.values()].sort((a, b) => a.name.localeCompare(b.name));
+    const ordered = [...counts.values()].sort(byName);
     ordered.forEach((count, index) => {
       const tr = rows.get(count.id) || row(count);
       rows.delete(count.id);
@@ -73,7 +75,7 @@
     const all = [...counts.values()];
     $("count-total").textContent = all.length;
     $("value-total").textContent = all.reduce((sum, c) => sum + c.value, 0n).toString();
-    const top = all.sort((a, b) => (a.value === b.value ? a.name.localeCompare(b.name) : a.value > b.value ? -1 : 1));
+    const top = all.sort((a, b) => (a.value === b.value ? byName(a, b) : a.value > b.value ? -1 : 1));
     $("top").replaceChildren(...top.slice(0, TOP).map((c) => {
       const li = text("li", `${c.name} `);
       li.append(text("b", c.value.toString()));

@@ -142,16 +142,22 @@ class PrivatePostgres:
 
 @dataclass
 class PrivateRedis:
-    """A redis-server of the test's own, without persistence, to stop and start at will."""
+    """A redis-server of the test's own to stop and start at will.
+
+    `persistent` keeps its data across restarts (an append-only file), as a production
+    Redis would: entries cached before an outage come back after it.
+    """
 
     home: Path
     port: int
+    persistent: bool = False
     process: subprocess.Popen | None = None
 
     def start(self) -> PrivateRedis:
         self.home.mkdir(parents=True, exist_ok=True)
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.home)]
+        argv += ["--save", "", "--dir", str(self.home)]
+        argv += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
         with open(self.home / "redis.log", "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: is_listening("127.0.0.1", self.port), 15, f"redis on {self.port}")
@@ -431,6 +437,14 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     (port,) = free_ports(1)
     server = PrivateRedis(tmp_path / "redis", port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    (port,) = free_ports(1)
+    server = PrivateRedis(tmp_path / "redis", port, persistent=True).start()
     yield server
     server.stop()
 

@@ -1,12 +1,24 @@
-"""Domain errors as API errors: services raise Django's exceptions, clients get 400 and 404."""
+"""Domain errors as API errors: services raise Django's exceptions, clients get 400 and 404
+(and 503 while the database is unreachable)."""
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "The database is unavailable; try again shortly."
+    default_code = "database_unavailable"
 
 
 def exception_handler(exc: Exception, context: dict):
@@ -14,6 +26,10 @@ def exception_handler(exc: Exception, context: dict):
         exc = exceptions.ValidationError(detail=_field_errors(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # A lost or refused connection is an outage, not a bug: the client may retry.
+        logger.warning("database unavailable: %s", exc)
+        exc = DatabaseUnavailable()
     return drf_exception_handler(exc, context)
 
 

@@ -20,13 +20,15 @@ PRODUCTION = COUNTSTREAM_ENV == "production"
 DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 # Production never falls back to a development default for a secret, an address or a
-# credential: each of these must come from its environment variable.
+# credential: each of these must come from its environment variable. METRICS_TOKEN too:
+# behind a reverse proxy on the same host, every client would pass the loopback check.
 PRODUCTION_REQUIRED_ENV = (
     "DJANGO_SECRET_KEY",
     "DATABASE_URL",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "KAFKA_BOOTSTRAP_SERVERS",
+    "METRICS_TOKEN",
 )
 if PRODUCTION:
     if missing := [name for name in PRODUCTION_REQUIRED_ENV if not env.str(name, default="")]:

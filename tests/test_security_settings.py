@@ -24,6 +24,7 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://:redis-s3cret@cache.internal:6380/2",
     "CELERY_BROKER_URL": "redis://:redis-s3cret@cache.internal:6380/3",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.internal:9094,kafka-2.internal:9094",
+    "METRICS_TOKEN": secrets.token_urlsafe(32),
 }
 
 DUMP_SETTINGS = """
@@ -52,7 +53,7 @@ def run_python(*args: str, **env: str) -> subprocess.CompletedProcess:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("DJANGO_", "KAFKA_", "COUNTSTREAM_"))
-        and key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+        and key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "METRICS_TOKEN"}
     }
     clean |= {"DJANGO_SETTINGS_MODULE": "config.settings", **env}
     return subprocess.run(
@@ -76,8 +77,9 @@ def dump_settings(**env: str) -> dict:
             {"DATABASE_URL": "", "REDIS_URL": "", "KAFKA_BOOTSTRAP_SERVERS": ""},
             "needs DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS set",
         ),
+        ({"METRICS_TOKEN": ""}, "needs METRICS_TOKEN set"),
     ],
-    ids=["no-secret-key", "weak-secret-key", "debug-on", "service-defaults"],
+    ids=["no-secret-key", "weak-secret-key", "debug-on", "service-defaults", "no-metrics-token"],
 )
 def test_production_refuses_to_start_unsafely(change, message):
     result = run_python("manage.py", "check", **{**PRODUCTION_ENV, **change})

@@ -51,10 +51,10 @@ class LaneLeases:
         """How many lanes this relay should hold, given the relays alive right now."""
         if self.greedy:
             return self.lanes
-        members = _held(conn, MEMBER_LOCKS)
         pid = conn.info.backend_pid
+        members = sorted({*_held(conn, MEMBER_LOCKS), pid})
         self.relays = len(members)
-        rank = members.index(pid) if pid in members else len(members)
+        rank = members.index(pid)
         return self.lanes // self.relays + (1 if rank < self.lanes % self.relays else 0)
 
     def rebalance(self, conn: psycopg.Connection) -> tuple[set[int], set[int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 
 import psycopg
 import pytest
@@ -12,7 +13,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import transaction
-from django.test import override_settings
 from django.urls import reverse
 
 from counts import events, services
@@ -27,6 +27,7 @@ from tests.relay_support import (
     RelayProcess,
     assert_commit_order,
     database_url,
+    free_port,
     read_back,
     wait_for,
 )
@@ -76,7 +77,6 @@ def _event(key: str, payload: bytes = b"x") -> Event:
     return Event(topic=events.COUNT_VALUE_UPDATED, key=key, value={"blob": payload.decode()})
 
 
-@override_settings(OUTBOX_MAX_ATTEMPTS=2)
 def test_a_row_kafka_refuses_is_parked_and_holds_back_only_its_own_key(admin_client):
     with transaction.atomic():
         poison, behind, other = enqueue(
@@ -172,8 +172,9 @@ def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
             conn.close()
 
 
-def test_a_commit_wakes_an_idle_relay_within_milliseconds(tmp_path):
-    relay = RelayProcess.start(tmp_path, "--poll-interval", "30")
+def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(tmp_path):
+    port = free_port()
+    relay = RelayProcess.start(tmp_path, "--poll-interval", "30", "--metrics-port", str(port))
     try:
         relay.wait_until_serving()
         time.sleep(0.5)  # let it go idle: only a NOTIFY can wake it now
@@ -192,6 +193,11 @@ def test_a_commit_wakes_an_idle_relay_within_milliseconds(tmp_path):
             latencies.append((time.monotonic() - started) * 1000)
         print(f"commit -> marked published: {[round(ms, 1) for ms in latencies]} ms")
         assert max(latencies) < 1000, latencies  # the fallback poll is 30 s away
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert "countstream_relay_published_total 10.0" in metrics  # created + value each
+        assert "countstream_relay_lanes_owned 64.0" in metrics
+        assert "countstream_relay_delivery_age_seconds_count 10.0" in metrics
         assert relay.terminate() == 0
     finally:
         relay.kill()

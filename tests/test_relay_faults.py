@@ -7,7 +7,6 @@ missing, and per topic and key the first arrival of each event follows commit or
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from tests.relay_support import (
     RelayProcess,
     assert_commit_order,
     enqueue_backlog,
+    free_port,
     pending_count,
     published_count,
     read_back,
@@ -136,12 +136,6 @@ def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(tmp_path):
     figures = assert_commit_order(received, rows)
     print(f"after SIGKILL and restart: {figures}")
     assert figures["delivered"] == total
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Real processes: `manage.py relay`, `manage.py consume` and uvicorn serving the dashboard.
 This process commits increments at a steady RATE/s (the commit time is taken in an
-on_commit hook) over COUNTS counts whose cache entries are filled first, and listens:
+on_commit hook) over COUNTS counts whose cache entries are filled first; two listener
+processes note when each change arrives:
 
 (a) cache key gone: the consumer deletes the keys and appends the batch's changes to the
     dashboard stream in one MULTI/EXEC, so a client blocked on XREAD wakes up at the moment
@@ -17,14 +18,17 @@ Targets: p99 < 50 ms and p50 < 10 ms write-to-dashboard.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from multiprocessing import Queue
+from multiprocessing.synchronize import Event
 
 import httpx
+import redis
 from common import ROOT, emit, log, setup_bench, summary
 
 RATE = 500
@@ -36,17 +40,16 @@ Seen = list[tuple[float, str, int]]  # (arrival time, count id, version)
 
 
 def start(env: dict[str, str], *argv: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stdin=None
-    )
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
-def watch_stream(seen: Seen, stop: threading.Event, last_id: str) -> None:
+# The two listeners run in processes of their own, so that waiting for this process's GIL
+# never delays the moment an arrival is noted.
+
+
+def watch_stream(redis_url: str, key: str, last_id: str, stop: Event, out: Queue) -> None:
     """(a) Block on the dashboard stream in Redis; note when each change lands."""
-    from dashboard import read_model
-    from dashboard.cache import redis_client
-
-    client, key = redis_client(), read_model.stream_key()
+    client, seen = redis.Redis.from_url(redis_url), []
     while not stop.is_set():
         for _, entries in client.xread({key: last_id}, block=200) or []:
             now = time.time()
@@ -54,21 +57,23 @@ def watch_stream(seen: Seen, stop: threading.Event, last_id: str) -> None:
                 last_id = entry_id
                 changes = json.loads(fields.get(b"changes", b"[]"))
                 seen.extend((now, c["id"], c["version"]) for c in changes)
+    out.put(("redis", seen))
 
 
-def watch_sse(seen: Seen, stop: threading.Event, url: str, connected: threading.Event) -> None:
+def watch_sse(url: str, connected: Event, stop: Event, out: Queue) -> None:
     """(b) Read the dashboard's Server-Sent Events like a browser does."""
+    seen, refresh = [], False
     with httpx.stream("GET", url, timeout=None) as response:
         connected.set()
-        data = None
-        for line in response.iter_lines():
+        for line in response.iter_lines():  # an "operations" event comes every 2 s at least
             if stop.is_set():
-                return
+                break
             if line.startswith("event: "):
-                data = line == "event: refresh"
-            elif line.startswith("data: ") and data:
+                refresh = line == "event: refresh"
+            elif line.startswith("data: ") and refresh:
                 now = time.time()
                 seen.extend((now, c["id"], c["version"]) for c in json.loads(line[6:])["changes"])
+    out.put(("sse", seen))
 
 
 def write_steadily(count_ids: list[str]) -> tuple[dict[tuple[str, int], float], float]:
@@ -93,6 +98,14 @@ def write_steadily(count_ids: list[str]) -> tuple[dict[tuple[str, int], float], 
     return committed, achieved
 
 
+def settled(committed: dict[tuple[str, int], float]) -> bool:
+    """True once the read model shows every count at its last written version."""
+    from dashboard import read_model
+
+    shown = read_model.snapshot().counts
+    return all(shown[count_id]["version"] >= version for count_id, version in committed)
+
+
 def latencies(committed: dict[tuple[str, int], float], seen: Iterable) -> list[float]:
     """Per commit: ms until the first change of its count with a version at least its own."""
     arrivals: dict[str, list[tuple[float, int]]] = defaultdict(list)
@@ -108,6 +121,8 @@ def latencies(committed: dict[tuple[str, int], float], seen: Iterable) -> list[f
 
 def main() -> None:
     bench = setup_bench()
+    from django.conf import settings
+
     from counts import services
     from counts.models import Count
     from dashboard import cache, read_model
@@ -122,7 +137,8 @@ def main() -> None:
         start(bench.env, "manage.py", "consume", "--metrics-port", "0"),
         start(bench.env, "-m", "uvicorn", "config.asgi:application", "--port", str(port)),
     ]
-    stop = threading.Event()
+    context = multiprocessing.get_context("spawn")
+    stop, connected, results = context.Event(), context.Event(), context.Queue()
     try:
         deadline = time.monotonic() + 60
         while len(read_model.snapshot().counts) < COUNTS or not is_listening("127.0.0.1", port):
@@ -132,26 +148,27 @@ def main() -> None:
             key, generation = cache.count_key(count_id), cache.count_generation_key(count_id)
             cache.read_through(key, generation, lambda: 0)
         last_id = read_model.snapshot().stream_id
-        in_redis: Seen = []
-        at_client: Seen = []
-        connected = threading.Event()
         url = f"http://127.0.0.1:{port}/stream/?last_id={last_id}"
-        watchers = [
-            threading.Thread(target=watch_stream, args=(in_redis, stop, last_id), daemon=True),
-            threading.Thread(target=watch_sse, args=(at_client, stop, url, connected), daemon=True),
+        key = read_model.stream_key()
+        listeners = [
+            context.Process(
+                target=watch_stream, args=(settings.REDIS_URL, key, last_id, stop, results)
+            ),
+            context.Process(target=watch_sse, args=(url, connected, stop, results)),
         ]
-        for watcher in watchers:
-            watcher.start()
-        connected.wait(10)
+        for listener in listeners:
+            listener.start()
+        assert connected.wait(30), "no SSE connection"
         time.sleep(0.5)
 
         committed, achieved = write_steadily(count_ids)
         deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline and (
-            len(latencies(committed, in_redis)) < len(committed)
-            or len(latencies(committed, at_client)) < len(committed)
-        ):
-            time.sleep(0.2)
+        while not settled(committed):
+            assert time.monotonic() < deadline, "the consumer did not catch up"
+            time.sleep(0.1)
+        time.sleep(2.5)  # the SSE listener notices `stop` at the next event
+        stop.set()
+        seen = dict(results.get(timeout=30) for _ in listeners)
         stale = [c for c in count_ids if cache.redis_client().exists(cache.count_key(c))]
         assert not stale, f"cache keys still present: {stale[:3]}"
     finally:
@@ -161,11 +178,11 @@ def main() -> None:
             process.wait(30)
         Count.objects.filter(id__in=count_ids).delete()
 
-    for name, seen, what in (
-        ("freshness_cache_invalidated", in_redis, "commit -> cache key gone"),
-        ("freshness_sse_client", at_client, "commit -> dashboard event at an SSE client"),
+    for name, channel, what in (
+        ("freshness_cache_invalidated", "redis", "commit -> cache key gone"),
+        ("freshness_sse_client", "sse", "commit -> dashboard event at an SSE client"),
     ):
-        samples = latencies(committed, seen)
+        samples = latencies(committed, seen[channel])
         figures = summary(samples, (50, 90, 99))
         log(f"{what}: {figures} ms over {len(samples)}/{len(committed)} writes")
         emit(

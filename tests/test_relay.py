@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.urls import reverse
 
@@ -220,3 +221,11 @@ def test_check_exits_non_zero_when_kafka_is_unreachable():
     broken = check("127.0.0.1:1")
     assert broken.returncode != 0
     assert "kafka: DOWN" in broken.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["--batch-size", "0"], ["--poll-interval", "-1"], ["--batch-size", "many"]]
+)
+def test_bad_options_are_refused_with_a_message(args):
+    with pytest.raises(CommandError, match="invalid positive"):
+        call_command("relay", *args)

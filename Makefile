@@ -4,7 +4,7 @@ PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 
 .PHONY: run test setup services services-stop services-status prepare migrate topics seed \
-        bench lint
+        bench lint chaos
 
 run: prepare seed
 	@echo "countstream: web on http://127.0.0.1:8000/ (admin at /admin/); Ctrl-C stops all"
@@ -38,6 +38,16 @@ seed:
 
 bench: prepare
 	$(PY) bench/run.py
+
+# A soak: the fault scenarios CHAOS_ROUNDS times (default 5), stopping at the first failure.
+# Each round appends its figures to .local/reliability-figures.jsonl (docs/reliability.md).
+chaos: setup services
+	@for round in $$(seq $${CHAOS_ROUNDS:-5}); do \
+	  echo "chaos: round $$round of $${CHAOS_ROUNDS:-5}"; \
+	  TEST_DATABASE_NAME=test_countstream_chaos $(PY) -m pytest -q -s -p no:cacheprovider \
+	    tests/test_reliability_pipeline.py tests/test_reliability_kafka.py \
+	    tests/test_reliability_stores.py || exit 1; \
+	done
 
 lint:
 	.venv/bin/ruff check .

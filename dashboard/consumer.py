@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 from confluent_kafka import (
@@ -50,6 +51,7 @@ POLL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 1.0
 KNOWN_IDS_LIMIT = 100_000
+_STORES_DOWN = (RedisError, DatabaseError)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,23 @@ class DashboardConsumer:
         self._running = False
 
     def run(self) -> None:
-        ensure_topics([*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC])
+        try:
+            if self._topics_ready():
+                self._consume()
+        finally:
+            self._commit(asynchronous=False)
+            self._consumer.close()
+            if self._progress is not None:
+                self._progress.close()
+        logger.info("consumer stopped after %d events", self._processed)
+
+    def _topics_ready(self) -> bool:
+        """Create missing topics; waits for Kafka (False if stopped before it answered)."""
+        topics = [*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
+        ensure = partial(ensure_topics, topics, timeout=3)
+        return self._with_retries(ensure, "reach Kafka", KafkaException) is not None
+
+    def _consume(self) -> None:
         if self.start_at is not None:
             self._prepare_replay()
         self._consumer.subscribe(
@@ -126,16 +144,9 @@ class DashboardConsumer:
             on_lost=self._on_lost,
         )
         logger.info("consuming %s as group %s", ", ".join(self.topics), self._group)
-        try:
-            while self._running and not (self.once and self._caught_up()):
-                self._handle(self._next_batch())
-                self._report()
-        finally:
-            self._commit(asynchronous=False)
-            self._consumer.close()
-            if self._progress is not None:
-                self._progress.close()
-        logger.info("consumer stopped after %d events", self._processed)
+        while self._running and not (self.once and self._caught_up()):
+            self._handle(self._next_batch())
+            self._report()
 
     def _prepare_replay(self) -> None:
         """From the beginning: rebuild the read model from scratch. From a time: re-apply
@@ -203,7 +214,9 @@ class DashboardConsumer:
             return
         started = time.perf_counter()
         parsed, dead = self._parse(records)
-        unknown = self._with_retries(lambda: self._apply(parsed))
+        unknown = self._with_retries(
+            lambda: self._apply(parsed), "apply a batch", _STORES_DOWN, metrics.REDIS_ERRORS
+        )
         if unknown is None:
             return  # stopping while Redis is down: uncommitted, so redelivered after restart
         dead += [
@@ -249,20 +262,25 @@ class DashboardConsumer:
         read_model.apply_events(event for _, event in parsed if event.count_id not in unknown)
         return unknown
 
-    def _with_retries(self, effect: Callable[[], T]) -> T | None:
-        """Run `effect` until it succeeds; while Redis (or the database) is down, never skip it.
-
-        Returns None if asked to stop meanwhile.
-        """
+    def _with_retries(
+        self,
+        effect: Callable[[], T],
+        what: str,
+        errors: type | tuple[type, ...],
+        failures: metrics.Counter | None = None,
+    ) -> T | None:
+        """Run `effect` until it succeeds, backing off while it raises `errors`: nothing is
+        skipped while Redis, PostgreSQL or Kafka are away. None if asked to stop meanwhile."""
         delay = 0.05
         while True:
             try:
                 return effect()
-            except (RedisError, DatabaseError) as exc:
-                metrics.REDIS_ERRORS.inc()
+            except errors as exc:
+                if failures is not None:
+                    failures.inc()
                 if not self._running:
                     return None
-                logger.warning("cannot apply a batch, retrying in %.2fs: %s", delay, exc)
+                logger.warning("cannot %s, retrying in %.2fs: %s", what, delay, exc)
                 close_old_connections()
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)

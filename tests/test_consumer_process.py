@@ -118,3 +118,21 @@ def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
     total = Count.objects.aggregate(total=Sum("value"))["total"]
     assert read_model.snapshot().total == total
     assert len(read_model.snapshot().counts) == Count.objects.count() == 8
+
+
+@pytest.mark.slow
+def test_without_kafka_the_consumer_waits_for_it_and_still_exits_zero_on_sigterm(
+    pipeline,  # noqa: F811
+    app_processes,
+    test_database_url,
+):
+    (dead_port,) = free_ports(1)
+    consumer = app_processes.spawn(
+        "consume",
+        "--metrics-port=0",
+        database_url=test_database_url,
+        kafka=f"127.0.0.1:{dead_port}",
+        **pipeline.env,
+    )
+    wait_for(lambda: "cannot reach Kafka" in consumer.log(), 30, "the consumer to wait")
+    assert consumer.terminate() == 0

@@ -10,8 +10,9 @@ from django.conf import settings
 
 from outbox.kafka import client_config
 
-# Private services to break and app processes to kill (the reliability tests).
-pytest_plugins = ["tests.faults"]
+# Private services to break and app processes to kill (the reliability tests), and an
+# isolated event pipeline per test (the consumer and dashboard tests).
+pytest_plugins = ["tests.faults", "tests.pipeline"]
 
 
 @pytest.fixture

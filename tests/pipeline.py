@@ -1,4 +1,4 @@
-"""Helpers for the consumer and dashboard tests: an isolated event pipeline per test.
+"""The `pipeline` fixture (a pytest plugin, see conftest.py): an isolated event pipeline per test.
 
 Each test gets its own topics, consumer group and Redis keys (a fresh run id, which
 subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events.

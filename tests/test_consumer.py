@@ -17,12 +17,12 @@ from dashboard import cache, read_model
 from dashboard.consumer import DashboardConsumer, StartAt
 from dashboard.events import CountEvent
 from outbox.services import topic_name
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 
 pytestmark = pytest.mark.django_db
 
 
-def test_events_refresh_read_model_and_invalidate_caches(pipeline):  # noqa: F811
+def test_events_refresh_read_model_and_invalidate_caches(pipeline):
     apples = services.count_create(name="apples", value=3)
     pears = services.count_create(name="pears")
     gone = services.count_create(name="gone", value=9)
@@ -52,7 +52,7 @@ def test_events_refresh_read_model_and_invalidate_caches(pipeline):  # noqa: F81
     assert pipeline.lag() == 0
 
 
-def test_replayed_duplicate_and_late_events_change_nothing(pipeline):  # noqa: F811
+def test_replayed_duplicate_and_late_events_change_nothing(pipeline):
     count_id = str(uuid.uuid4())
 
     def event(version: int, value: int, action: str = "value") -> CountEvent:
@@ -74,7 +74,7 @@ def test_replayed_duplicate_and_late_events_change_nothing(pipeline):  # noqa: F
     assert read_model_state() == {}
 
 
-def test_duplicated_and_shuffled_delivery_ends_at_the_database_truth(pipeline):  # noqa: F811
+def test_duplicated_and_shuffled_delivery_ends_at_the_database_truth(pipeline):
     counts = [services.count_create(name=f"c{i}") for i in range(5)]
     for step in range(40):
         services.count_increment(count_id=counts[step % 5].id, delta=step + 1)
@@ -94,7 +94,7 @@ def test_duplicated_and_shuffled_delivery_ends_at_the_database_truth(pipeline): 
     assert read_model.snapshot().total == Count.objects.aggregate(total=Sum("value"))["total"]
 
 
-def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):  # noqa: F811
+def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):
     good = services.count_create(name="good", value=1)
     stranger = str(uuid.uuid4())
     unknown_count = {
@@ -133,7 +133,7 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):  
     assert pipeline.lag() == 0
 
 
-def test_a_reader_holding_the_old_row_cannot_refill_the_cache_after_invalidation(pipeline):  # noqa: F811
+def test_a_reader_holding_the_old_row_cannot_refill_the_cache_after_invalidation(pipeline):
     """The stale-fill race, forced: the reader reads the old row, then the write commits and
     the consumer invalidates, and only then does the reader try to fill the cache."""
     count = services.count_create(name="raced", value=1)
@@ -160,7 +160,7 @@ def _break_read_model(keep: Count, phantom_id: str) -> None:
     client.set(cache.count_key(keep.id), '{"generation":"0","value":-1}')
 
 
-def test_consume_from_beginning_rebuilds_the_read_model_and_caches(pipeline):  # noqa: F811
+def test_consume_from_beginning_rebuilds_the_read_model_and_caches(pipeline):
     counts = [services.count_create(name=f"r{i}", value=i) for i in range(4)]
     services.count_increment(count_id=counts[0].id, delta=5)
     services.count_delete(count_id=counts[3].id)
@@ -174,7 +174,7 @@ def test_consume_from_beginning_rebuilds_the_read_model_and_caches(pipeline):  #
     assert cache.redis_client().get(cache.count_key(counts[0].id)) is None
 
 
-def test_consume_reset_to_replays_from_a_time_and_repairs_what_it_touches(pipeline):  # noqa: F811
+def test_consume_reset_to_replays_from_a_time_and_repairs_what_it_touches(pipeline):
     count = services.count_create(name="repaired", value=1)
     pipeline.publish_pending()
     pipeline.consume_once()
@@ -210,7 +210,7 @@ def test_consume_check_passes_with_the_services_up_and_fails_without_kafka(setti
     assert "kafka: DOWN" in capsys.readouterr().out
 
 
-def test_a_damaged_read_model_entry_is_rebuilt_not_a_blocker(pipeline):  # noqa: F811
+def test_a_damaged_read_model_entry_is_rebuilt_not_a_blocker(pipeline):
     count_id = str(uuid.uuid4())
     cache.redis_client().hset(read_model.counts_key(), count_id, "not json")
     read_model.apply_events([CountEvent(str(uuid.uuid4()), count_id, 2, 1, "updated", 5, "fixed")])

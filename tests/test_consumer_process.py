@@ -15,13 +15,13 @@ from counts import services
 from counts.models import Count
 from dashboard import read_model
 from tests.faults import free_ports, wait_for
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigterm(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
 ):
@@ -52,7 +52,7 @@ def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigte
 
 @pytest.mark.slow
 def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_nothing(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
     private_redis,
@@ -100,7 +100,7 @@ def _random_writes(count_ids: list, seed: int, writes: int = 120) -> None:
 
 @pytest.mark.slow
 def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
 ):
@@ -122,7 +122,7 @@ def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
 
 @pytest.mark.slow
 def test_without_kafka_the_consumer_waits_for_it_and_still_exits_zero_on_sigterm(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
 ):

@@ -16,7 +16,6 @@ from rest_framework.authtoken.models import Token
 from counts import services
 from dashboard import cache, read_model
 from dashboard.events import CountEvent
-from tests.pipeline import pipeline  # noqa: F401  (fixture)
 
 
 def server_sent_events(response: httpx.Response) -> Iterator[dict[str, str]]:
@@ -53,7 +52,7 @@ def value_event(count_id: str, version: int, value: int) -> CountEvent:
 
 
 @pytest.mark.django_db
-def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):  # noqa: F811
+def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):
     alpha = services.count_create(name="alpha", value=5)
     services.count_create(name="beta", value=2**62)
     pipeline.publish_pending()
@@ -85,7 +84,7 @@ def test_stream_refuses_a_malformed_last_event_id(client):
 
 @pytest.mark.django_db(transaction=True)
 def test_stream_resumes_from_last_event_id_without_losing_or_repeating(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
 ):
@@ -116,7 +115,7 @@ def test_stream_resumes_from_last_event_id_without_losing_or_repeating(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_in_chromium_the_page_shows_api_writes_live_without_reload(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
 ):

@@ -10,12 +10,12 @@ import pytest
 from counts import services
 from dashboard import cache, read_model
 from dashboard.tasks import reconcile_dashboard
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 
 pytestmark = pytest.mark.django_db
 
 
-def test_reconcile_repairs_drift_and_logs_it(pipeline, caplog):  # noqa: F811
+def test_reconcile_repairs_drift_and_logs_it(pipeline, caplog):
     wrong, lost, _ = (services.count_create(name=n, value=1) for n in ("wrong", "lost", "ok"))
     pipeline.publish_pending()
     pipeline.consume_once()

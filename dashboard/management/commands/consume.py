@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
 from config.health import check_all
-from dashboard.consumer import DashboardConsumer, StartAt
+from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
 
 
 def _iso_time(text: str) -> datetime:
@@ -50,7 +50,12 @@ class Command(BaseCommand):
             action="store_true",
             help="exit 0 if Kafka, Redis and PostgreSQL answer, 1 if not",
         )
-        parser.add_argument("--batch-size", type=int, default=1000, help="messages per batch")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=BATCH_SIZE,
+            help="messages per batch at most (default %(default)s)",
+        )
         parser.add_argument(
             "--metrics-port",
             type=int,

@@ -113,7 +113,7 @@ def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(tmp_path):
 
 
 def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(tmp_path):
-    keys = [str(uuid.uuid4()) for _ in range(300)]
+    keys = [str(uuid.uuid4()) for _ in range(200)]
     enqueue_backlog(keys, per_key=100)
     total = len(keys) * 100
 

@@ -255,7 +255,9 @@ class DashboardConsumer:
         parsed, dead = [], []
         for message in records:
             try:
-                parsed.append((message, parse_event(self.topics[message.topic()], message.value())))
+                logical_topic = self.topics[message.topic()]
+                event = parse_event(logical_topic, message.key(), message.value())
+                parsed.append((message, event))
             except PoisonMessage as exc:
                 dead.append((message, exc))
         return parsed, dead

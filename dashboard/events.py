@@ -56,8 +56,8 @@ _FIELDS = {
 }
 
 
-def parse_event(logical_topic: str, raw: bytes | None) -> CountEvent:
-    """Decode one message value of a count topic; raise PoisonMessage if it breaks the contract."""
+def parse_event(logical_topic: str, key: bytes | None, raw: bytes | None) -> CountEvent:
+    """Decode one message of a count topic; raise PoisonMessage if it breaks the contract."""
     fields = _FIELDS.get(logical_topic)
     if fields is None:
         raise PoisonMessage("unknown-topic", f"no events are expected on {logical_topic!r}")
@@ -70,6 +70,8 @@ def parse_event(logical_topic: str, raw: bytes | None) -> CountEvent:
     for name, kind in fields.items():
         if not _CHECKS[kind](body.get(name)):
             raise PoisonMessage("schema", f"field {name!r} is missing or not a valid {kind}")
+    if key != body["count_id"].encode():  # the key places the event in its count's order
+        raise PoisonMessage("schema", "the message key is not the count id")
     is_value = logical_topic == COUNT_VALUE_UPDATED
     return CountEvent(
         event_id=body["event_id"],

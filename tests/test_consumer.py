@@ -107,12 +107,14 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):
     }
     no_version = {**unknown_count, "count_id": str(good.id)}
     del no_version["version"]
+    wrong_key = {**unknown_count, "count_id": str(good.id)}
     value_topic = topic_name(COUNT_VALUE_UPDATED)
     pipeline.produce_raw(
         [
             (value_topic, b"k", b"\xff not json", [("event_id", "x")]),
             (value_topic, str(good.id).encode(), json.dumps(no_version).encode(), None),
             (value_topic, stranger.encode(), json.dumps(unknown_count).encode(), None),
+            (value_topic, stranger.encode(), json.dumps(wrong_key).encode(), None),
         ]
     )
     services.count_increment(count_id=good.id, delta=1)
@@ -121,9 +123,9 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):
     pipeline.consume_once()
 
     assert read_model_state() == {str(good.id): ("good", 2)}
-    dead = pipeline.read_all("count-events-dead-letter", expected=3)
+    dead = pipeline.read_all("count-events-dead-letter", expected=4)
     reasons = sorted(dict(m.headers())["dlq_reason"].decode() for m in dead)
-    assert reasons == ["not-json", "schema", "unknown-count"]
+    assert reasons == ["not-json", "schema", "schema", "unknown-count"]
     first = next(m for m in dead if m.key() == b"k")
     headers = dict(first.headers())
     assert first.value() == b"\xff not json"

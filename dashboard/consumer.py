@@ -75,13 +75,13 @@ class StartAt:
             tp.offset = hit.offset if hit.offset >= 0 else OFFSET_END
 
 
-def consumer_config() -> dict:
+def consumer_config(*, report_partition_ends: bool) -> dict:
     return client_config(
         **{
             "group.id": settings.KAFKA_CONSUMER_GROUP,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
+            "enable.partition.eof": report_partition_ends,
             # A killed consumer's partitions move to a live one within seconds.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
@@ -112,7 +112,7 @@ class DashboardConsumer:
         self._processed = 0
         self._last_report = (time.monotonic(), 0)
         self._progress: tqdm | None = None
-        self._consumer = Consumer(consumer_config(), logger=logger)
+        self._consumer = Consumer(consumer_config(report_partition_ends=once), logger=logger)
         self._producer = Producer(client_config(**{"acks": "all"}), logger=logger)
 
     # --- lifecycle -------------------------------------------------------------------

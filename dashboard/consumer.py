@@ -372,6 +372,10 @@ class DashboardConsumer:
         self._processed += len(records)
         if self._progress is not None:
             self._progress.update(len(records))
+            if self._progress.n >= self._progress.total:
+                self._progress.close()
+                self._progress = None
+                logger.info("replay: caught up with the log; consuming live")
 
     def _report(self) -> None:
         """Once a second: lag gauges, events/s, and the figures the dashboard shows."""

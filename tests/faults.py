@@ -17,15 +17,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from scripts.services import KafkaNode, is_listening, kafka_cluster_id
 
@@ -63,6 +64,7 @@ def report(scenario: str, **figures: Any) -> None:
         {"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures}
     )
     print(line, flush=True)
+    FAULTS_HOME.parent.mkdir(exist_ok=True)
     with open(FAULTS_HOME.parent / "reliability-figures.jsonl", "a") as figures_file:
         figures_file.write(line + "\n")
 
@@ -237,27 +239,17 @@ class KafkaCluster:
             list(pool.map(lambda node: node.stop(hard=True), self.nodes))
 
 
-def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 3, replication: int = 1
-) -> None:
-    """Create topics on a private broker (the project's `kafka_topics` targets the shared one)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-    topics = [NewTopic(name, partitions, replication) for name in names]
-    for future in admin.create_topics(topics).values():
-        future.result(30)
-
-
 # --------------------------------------------------------------------------- load
 
 
-class SteadyWrites:
-    """A background thread calling `write(n)` at a steady rate; it counts what failed.
+class SteadyLoad:
+    """A background thread calling `action(n)` (a write, a read) at a steady rate.
 
     Failures are counted, not raised: "zero failed writes" is a figure the test asserts.
     """
 
-    def __init__(self, write: Callable[[int], object], per_second: float = 50) -> None:
-        self.write = write
+    def __init__(self, action: Callable[[int], object], per_second: float = 50) -> None:
+        self.action = action
         self.interval = 1 / per_second
         self.done = 0
         self.errors: list[str] = []
@@ -271,7 +263,7 @@ class SteadyWrites:
         try:
             while not self._stop.is_set():
                 try:
-                    self.write(self.done + len(self.errors))
+                    self.action(self.done + len(self.errors))
                     self.done += 1
                 except Exception as exc:  # every failure is a finding, whatever its type
                     self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -280,7 +272,7 @@ class SteadyWrites:
         finally:
             connections.close_all()
 
-    def __enter__(self) -> SteadyWrites:
+    def __enter__(self) -> SteadyLoad:
         self._thread.start()
         return self
 
@@ -324,7 +316,7 @@ class AppProcess:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: no clean-up, no flush, exactly like a crashed machine."""
+        """SIGKILL: no clean-up, no flush, no goodbye to Kafka or PostgreSQL."""
         if self.alive:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
@@ -345,6 +337,10 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+
+# Quick lease checks and progress lines; no metrics ports, which the processes would share.
+RELAY_ARGS = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
+CONSUMER_ARGS = ("--metrics-port", "0")
 
 COMMANDS = {
     "relay": ["manage.py", "relay"],
@@ -415,6 +411,17 @@ def app_processes(tmp_path: Path) -> Iterator[AppProcesses]:
     processes = AppProcesses(tmp_path)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def app_stack(pipeline, app_processes, test_database_url) -> Callable[..., Any]:
+    """`start(kind, *args, **env)` on the test database and the topics, consumer group and
+    cache keys of the `pipeline` fixture (tests/pipeline.py; the module must import it)."""
+    return app_processes.bound(database_url=test_database_url, **pipeline.env)
+
+
+def api_client(base_url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=10)
 
 
 @pytest.fixture

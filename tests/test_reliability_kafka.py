@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 from django.conf import settings
@@ -20,14 +19,20 @@ from counts import events, services
 from counts.models import Count
 from outbox.kafka import ensure_topics
 from outbox.models import OutboxMessage
-from tests.faults import SteadyWrites, crash_broker, report, wait_for
+from tests.faults import (
+    CONSUMER_ARGS,
+    RELAY_ARGS,
+    SteadyLoad,
+    api_client,
+    crash_broker,
+    report,
+    wait_for,
+)
 from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
 from tests.relay_support import assert_commit_order, pending_count, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-RELAY = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
-CONSUMER = ("--metrics-port", "0")
 OUTAGE_SECONDS = 20
 BROKER_START_SECONDS = 12
 TOPICS = [*events.TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
@@ -49,18 +54,6 @@ def create_topics(bootstrap: str, replication: int = 1) -> None:
         ensure_topics(TOPICS)
 
 
-@pytest.fixture
-def spawn(pipeline, app_processes, test_database_url):  # noqa: F811
-    """Start the web server, a relay or a consumer on this test's database, topics and keys."""
-    return app_processes.bound(database_url=test_database_url, **pipeline.env)
-
-
-def api_client(base_url: str) -> httpx.Client:
-    user = get_user_model().objects.create_user("load", password="pw")
-    token = Token.objects.create(user=user).key
-    return httpx.Client(base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=10)
-
-
 def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:
     """Read every event back from the cluster; per-key order is asserted on the way."""
     with on_cluster(bootstrap):
@@ -74,21 +67,22 @@ def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:
     }
 
 
-def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(spawn, private_kafka):
+def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(app_stack, private_kafka):
     bootstrap = f"127.0.0.1:{private_kafka.port}"
     create_topics(bootstrap)
     counts = [services.count_create(name=f"outage-{n}") for n in range(10)]
-    _, base_url = spawn("web")
-    spawn("relay", *RELAY, kafka=bootstrap)
-    spawn("consume", *CONSUMER, kafka=bootstrap)
-    api = api_client(base_url)
+    _, base_url = app_stack("web")
+    app_stack("relay", *RELAY_ARGS, kafka=bootstrap)
+    app_stack("consume", *CONSUMER_ARGS, kafka=bootstrap)
+    user = get_user_model().objects.create_user("load", password="pw")
+    api = api_client(base_url, Token.objects.create(user=user).key)
 
     def write(n: int) -> None:
         url = f"/api/counts/{counts[n % len(counts)].id}/increment/"
         api.post(url, json={"delta": 1}).raise_for_status()
 
     wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
-    with SteadyWrites(write, per_second=50) as writes:
+    with SteadyLoad(write, per_second=50) as writes:
         time.sleep(2)
         crash_broker(private_kafka)
         down, written_before = time.monotonic(), writes.done
@@ -125,12 +119,14 @@ def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
     return metadata.topics[topic].partitions[partition].leader
 
 
-def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(spawn, kafka_cluster):
+def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(
+    app_stack, kafka_cluster
+):
     bootstrap = kafka_cluster.bootstrap
     create_topics(bootstrap, replication=3)
     counts = [services.count_create(name=f"replicated-{n}") for n in range(20)]
-    spawn("relay", *RELAY, kafka=bootstrap)
-    consumer = spawn("consume", *CONSUMER, kafka=bootstrap)
+    relay = app_stack("relay", *RELAY_ARGS, kafka=bootstrap)
+    consumer = app_stack("consume", *CONSUMER_ARGS, kafka=bootstrap)
 
     def write(n: int) -> None:
         services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
@@ -138,7 +134,7 @@ def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(spawn
     wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
     value_topic = f"{settings.KAFKA_TOPIC_PREFIX}{events.COUNT_VALUE_UPDATED}"
     victim = leader_of(bootstrap, value_topic)
-    with SteadyWrites(write, per_second=100) as writes:
+    with SteadyLoad(write, per_second=100) as writes:
         time.sleep(3)
         crash_broker(kafka_cluster.nodes[victim - 1])  # a partition leader
         killed = time.monotonic()
@@ -166,4 +162,4 @@ def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(spawn
     assert writes.errors == []
     assert figures["lost"] == 0
     assert Count.objects.count() == 20
-    assert consumer.alive
+    assert relay.alive and consumer.alive

@@ -19,20 +19,11 @@ from counts import events, services
 from counts.models import Count
 from outbox.models import OutboxMessage
 from outbox.services import serialize, topic_name
-from tests.faults import SteadyWrites, report, wait_for
+from tests.faults import CONSUMER_ARGS, RELAY_ARGS, SteadyLoad, report, wait_for
 from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
 from tests.relay_support import assert_commit_order, pending_count, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-RELAY = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
-CONSUMER = ("--metrics-port", "0")
-
-
-@pytest.fixture
-def spawn(pipeline, app_processes, test_database_url):  # noqa: F811
-    """Start the web server, a relay or a consumer on this test's database, topics and keys."""
-    return app_processes.bound(database_url=test_database_url, **pipeline.env)
 
 
 def make_counts(n: int) -> list[Count]:
@@ -47,13 +38,13 @@ def outbox_in_commit_order() -> list[OutboxMessage]:
     return list(OutboxMessage.objects.order_by("id"))
 
 
-def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothing(spawn):
+def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothing(app_stack):
     counts = make_counts(20)
     seed = random.randrange(2**32)
     chance = random.Random(seed)
-    relay = spawn("relay", *RELAY)
+    relay = app_stack("relay", *RELAY_ARGS)
 
-    with SteadyWrites(increment_one_of(counts), per_second=100) as writes:
+    with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
         for _ in range(10):
             wait_for(lambda: "lanes " in relay.log().rsplit("--- start", 1)[-1], 30, "leases")
             time.sleep(chance.uniform(0.05, 0.8))  # somewhere mid-batch, mid-delivery
@@ -95,13 +86,13 @@ def poison_messages() -> list[tuple]:
 
 
 def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_model(
-    spawn,
+    app_stack,
     pipeline,  # noqa: F811
 ):
     counts = make_counts(20)
     api = Client()
-    spawn("relay", *RELAY)
-    consumer = spawn("consume", *CONSUMER)
+    app_stack("relay", *RELAY_ARGS)
+    consumer = app_stack("consume", *CONSUMER_ARGS)
     wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
 
     def read_through_the_cache(n: int) -> None:
@@ -110,8 +101,8 @@ def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_mode
 
     started = time.monotonic()
     with (
-        SteadyWrites(increment_one_of(counts), per_second=100) as writes,
-        SteadyWrites(read_through_the_cache, per_second=100) as reads,
+        SteadyLoad(increment_one_of(counts), per_second=100) as writes,
+        SteadyLoad(read_through_the_cache, per_second=100) as reads,
     ):
         for _ in range(2):
             wait_for(lambda: "assigned" in consumer.log().rsplit("--- start", 1)[-1], 30, "join")

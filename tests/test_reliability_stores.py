@@ -23,18 +23,19 @@ from rest_framework.authtoken.models import Token
 from counts import services
 from dashboard import cache
 from outbox.models import OutboxMessage
-from tests.faults import ROOT, SteadyWrites, report, wait_for
+from tests.faults import (
+    CONSUMER_ARGS,
+    RELAY_ARGS,
+    ROOT,
+    SteadyLoad,
+    api_client,
+    report,
+    wait_for,
+)
 from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
 from tests.relay_support import assert_commit_order, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-RELAY = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
-CONSUMER = ("--metrics-port", "0")
-
-
-def api_client(base_url: str, token: str) -> httpx.Client:
-    return httpx.Client(base_url=base_url, headers={"Authorization": f"Token {token}"}, timeout=10)
 
 
 def timed_get(api: httpx.Client, url: str, latencies: list[float]) -> httpx.Response:
@@ -57,8 +58,8 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
     counts = [services.count_create(name=f"cached-{n}", value=n) for n in range(10)]
     user = get_user_model().objects.create_user("load", password="pw")
     _, base_url = start("web")
-    start("relay", *RELAY)
-    consumer = start("consume", *CONSUMER)
+    start("relay", *RELAY_ARGS)
+    consumer = start("consume", *CONSUMER_ARGS)
     api = api_client(base_url, Token.objects.create(user=user).key)
     wait_for(lambda: read_model_state(store) == database_truth(), 60, "the first events")
     for count in counts:  # warm every entry: these are what could go stale
@@ -76,7 +77,7 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
         url = f"/api/counts/{counts[n % len(counts)].id}/increment/"
         api.post(url, json={"delta": 1}).raise_for_status()
 
-    with SteadyWrites(write, per_second=20) as writes, SteadyWrites(read, 20) as reads:
+    with SteadyLoad(write, per_second=20) as writes, SteadyLoad(read, 20) as reads:
         wait_for(lambda: "cannot apply a batch" in consumer.log(), 30, "the consumer to wait")
         time.sleep(3)
     lag_while_down = pipeline.lag()
@@ -168,8 +169,8 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
     db = Database(url)
     start = app_processes.bound(database_url=url, **pipeline.env)
     _, base_url = start("web")
-    relay = start("relay", *RELAY)
-    consumer = start("consume", *CONSUMER)
+    relay = start("relay", *RELAY_ARGS)
+    consumer = start("consume", *CONSUMER_ARGS)
     api = api_client(base_url, seeded["token"])
     wait_for(lambda: read_model_state() == db.truth(), 60, "the first events")
     acked_at: list[float] = []
@@ -181,7 +182,7 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
             raise RuntimeError(f"HTTP {response.status_code}")
         acked_at.append(time.monotonic())
 
-    with SteadyWrites(write, per_second=20) as writes:
+    with SteadyLoad(write, per_second=20) as writes:
         time.sleep(2)
         private_postgres.stop("immediate")  # a crash: recovery runs on start
         down = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -9,7 +10,6 @@ import urllib.request
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
@@ -204,23 +204,26 @@ def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(t
         relay.kill()
 
 
-def test_check_exits_non_zero_when_kafka_is_unreachable():
-    def check(bootstrap: str) -> subprocess.CompletedProcess:
+def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():
+    def check(**overrides: str) -> subprocess.CompletedProcess:
         env = {
+            **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DATABASE_URL": database_url(),
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "PATH": "/usr/bin:/bin",
+            **overrides,
         }
         command = [sys.executable, "manage.py", "relay", "--check"]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
 
-    healthy = check(settings.KAFKA_BOOTSTRAP_SERVERS)
+    healthy = check()
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert "kafka: ok" in healthy.stdout
-    broken = check("127.0.0.1:1")
-    assert broken.returncode != 0
-    assert "kafka: DOWN" in broken.stdout
+    assert "database: ok" in healthy.stdout and "kafka: ok" in healthy.stdout
+    no_kafka = check(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert no_kafka.returncode != 0
+    assert "kafka: DOWN" in no_kafka.stdout and "relay dependencies are down" in no_kafka.stderr
+    no_database = check(DATABASE_URL="postgres://nobody:nothing@127.0.0.1:1/nowhere")
+    assert no_database.returncode != 0
+    assert "database: DOWN" in no_database.stdout
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,33 @@ def test_production_hardens_http_and_reads_every_credential_from_the_environment
     assert {"^healthz$", "^readyz$"} <= set(loaded["redirect_exempt"])
 
 
+SERVE_REQUESTS = """
+import json, django
+django.setup()
+from django.test import Client
+client = Client()
+plain, probe = client.get("/api/counts/"), client.get("/healthz")
+secure = client.get("/healthz", secure=True)
+print(json.dumps({
+    "plain": [plain.status_code, plain.get("Location")],
+    "probe": probe.status_code,
+    "hsts": secure.get("Strict-Transport-Security"),
+}))
+"""
+
+
+def test_production_redirects_to_https_sends_hsts_and_lets_probes_in_over_http():
+    result = run_python("-c", SERVE_REQUESTS, **PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert served == {
+        "plain": [301, "https://testserver/api/counts/"],
+        "probe": 200,
+        "hsts": "max-age=31536000; includeSubDomains",
+    }
+
+
 KAFKA_SECURITY_ENV = {
     "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
     "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

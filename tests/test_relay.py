@@ -13,10 +13,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 
 from counts import events, services
+from outbox.admin import EstimatedCountPaginator
 from outbox.kafka import ensure_topics
 from outbox.leases import LaneLeases
 from outbox.models import OutboxMessage
@@ -232,3 +233,15 @@ def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():
 def test_bad_options_are_refused_with_a_message(args):
     with pytest.raises(CommandError, match="invalid positive"):
         call_command("relay", *args)
+
+
+def test_the_unfiltered_outbox_list_counts_with_the_planner_estimate():
+    with transaction.atomic():
+        enqueue(*[_event(f"estimated-{n}") for n in range(3)])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {OutboxMessage._meta.db_table}")
+    OutboxMessage.objects.filter(key="estimated-0").delete()
+
+    everything = OutboxMessage.objects.all()
+    assert EstimatedCountPaginator(everything, 100).count == 3  # the estimate lags behind
+    assert EstimatedCountPaginator(everything.filter(key="estimated-1"), 100).count == 1

@@ -416,7 +416,7 @@ def app_processes(tmp_path: Path) -> Iterator[AppProcesses]:
 @pytest.fixture
 def app_stack(pipeline, app_processes, test_database_url) -> Callable[..., Any]:
     """`start(kind, *args, **env)` on the test database and the topics, consumer group and
-    cache keys of the `pipeline` fixture (tests/pipeline.py; the module must import it)."""
+    cache keys of the `pipeline` fixture (tests/pipeline.py)."""
     return app_processes.bound(database_url=test_database_url, **pipeline.env)
 
 

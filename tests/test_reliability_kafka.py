@@ -28,7 +28,7 @@ from tests.faults import (
     report,
     wait_for,
 )
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 from tests.relay_support import assert_commit_order, pending_count, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

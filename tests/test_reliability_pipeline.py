@@ -20,7 +20,7 @@ from counts.models import Count
 from outbox.models import OutboxMessage
 from outbox.services import serialize, topic_name
 from tests.faults import CONSUMER_ARGS, RELAY_ARGS, SteadyLoad, report, wait_for
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 from tests.relay_support import assert_commit_order, pending_count, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -87,7 +87,7 @@ def poison_messages() -> list[tuple]:
 
 def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_model(
     app_stack,
-    pipeline,  # noqa: F811
+    pipeline,
 ):
     counts = make_counts(20)
     api = Client()

@@ -32,7 +32,7 @@ from tests.faults import (
     report,
     wait_for,
 )
-from tests.pipeline import database_truth, pipeline, read_model_state  # noqa: F401
+from tests.pipeline import database_truth, read_model_state
 from tests.relay_support import assert_commit_order, read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -46,7 +46,7 @@ def timed_get(api: httpx.Client, url: str, latencies: list[float]) -> httpx.Resp
 
 
 def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_survives(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     test_database_url,
     persistent_redis,
@@ -158,7 +158,7 @@ class Database:
 
 
 def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_themselves(
-    pipeline,  # noqa: F811
+    pipeline,
     app_processes,
     private_postgres,
 ):

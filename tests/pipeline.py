@@ -1,7 +1,8 @@
 """The `pipeline` fixture (a pytest plugin, see conftest.py): an isolated event pipeline per test.
 
 Each test gets its own topics, consumer group and Redis keys (a fresh run id, which
-subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events.
+subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
+its topics and keys are deleted afterwards.
 `publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
 """
 
@@ -28,6 +29,7 @@ from redis import Redis
 from counts.events import TOPICS
 from counts.models import Count
 from dashboard import read_model
+from dashboard.cache import redis_client
 from dashboard.consumer import DashboardConsumer
 from outbox.kafka import admin_client, client_config, ensure_topics
 from outbox.models import OutboxMessage
@@ -129,3 +131,6 @@ def pipeline(settings) -> Iterator[Pipeline]:
     admin = admin_client()  # must outlive its futures
     for future in admin.delete_topics(stream.topics, operation_timeout=30).values():
         future.result()
+    client = redis_client()
+    if keys := list(client.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:*", count=1000)):
+        client.unlink(*keys)

@@ -257,5 +257,7 @@ KAFKA_TOPIC_RETENTION_BYTES = env.int("KAFKA_TOPIC_RETENTION_BYTES", default=-1)
 KAFKA_DEAD_LETTER_TOPIC = env.str("KAFKA_DEAD_LETTER_TOPIC", default="count-events-dead-letter")
 
 # --- Consumer ------------------------------------------------------------------------------
-# Where `manage.py consume` serves its Prometheus metrics (0 turns them off).
+# Where `manage.py consume` serves its Prometheus metrics (port 0 turns them off); set the
+# host to 0.0.0.0 where a scraper on another machine or pod must reach them.
 CONSUMER_METRICS_PORT = env.int("CONSUMER_METRICS_PORT", default=9102)
+CONSUMER_METRICS_HOST = env.str("CONSUMER_METRICS_HOST", default="127.0.0.1")

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django_redis import get_redis_connection
+from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
@@ -68,7 +69,7 @@ def list_generation_key() -> str:
     return redis_key("gen", "count-list")
 
 
-def redis_client():
+def redis_client() -> Redis:
     return get_redis_connection("default")
 
 

@@ -60,7 +60,7 @@ class Command(BaseCommand):
             "--metrics-port",
             type=int,
             default=settings.CONSUMER_METRICS_PORT,
-            help="Prometheus metrics port on 127.0.0.1 (0: off; default %(default)s)",
+            help="Prometheus metrics port on CONSUMER_METRICS_HOST (0: off; default %(default)s)",
         )
 
     def handle(self, *args, **options) -> None:
@@ -90,8 +90,9 @@ class Command(BaseCommand):
     def _serve_metrics(self, port: int) -> None:
         if port == 0:
             return
+        host = settings.CONSUMER_METRICS_HOST
         try:
-            start_http_server(port, addr="127.0.0.1")
+            start_http_server(port, addr=host)
         except OSError as exc:
-            raise CommandError(f"cannot serve metrics on 127.0.0.1:{port}: {exc}") from exc
-        self.stdout.write(f"metrics on http://127.0.0.1:{port}/metrics")
+            raise CommandError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        self.stdout.write(f"metrics on http://{host}:{port}/metrics")

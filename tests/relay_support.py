@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,29 +20,7 @@ from counts import events
 from outbox.kafka import client_config
 from outbox.models import OutboxMessage
 from outbox.services import Event, enqueue, topic_name
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def database_url() -> str:
-    """The pytest database, as a URL for subprocesses."""
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+from tests.faults import ROOT, database_url, wait_for
 
 
 @dataclass
@@ -59,7 +36,7 @@ class RelayProcess:
         environment = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": database_url(connection.settings_dict),
             **env,
         }
         with open(log_path, "wb") as log:

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import sys
-import time
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -20,7 +19,7 @@ from django.utils import timezone
 from outbox.models import OutboxMessage
 from outbox.retention import prune_published
 from outbox.tasks import prune_published_outbox
-from tests.faults import AppProcess, database_url
+from tests.faults import AppProcess, database_url, wait_for
 
 State = OutboxMessage.State
 
@@ -85,14 +84,6 @@ def test_prune_stops_after_max_batches_and_says_so(outbox_mix, caplog):
 
 
 # --- real processes ----------------------------------------------------------------------
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def succeeded(worker: AppProcess, task: str) -> bool:

@@ -2,6 +2,7 @@
 
 import io
 import uuid
+from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -39,6 +40,16 @@ def assert_unchanged(count: Count) -> None:
         count.value,
         count.version,
     )
+
+
+def assert_rejected(count: Count, field: str, change: Callable[[], object]) -> None:
+    """`change` fails validation on `field` and writes neither to `count` nor to the outbox."""
+    watch = OutboxWatch()
+    with pytest.raises(ValidationError) as raised:
+        change()
+    assert field in raised.value.message_dict
+    assert_unchanged(count)
+    watch.assert_unchanged()
 
 
 # --- create -----------------------------------------------------------------------------
@@ -137,12 +148,7 @@ def test_update_info_without_a_change_writes_nothing(count):
     [({"name": ""}, "name"), ({"name": "y" * 101}, "name"), ({"description": 3}, "description")],
 )
 def test_update_info_rejects_bad_input_and_writes_nothing(count, kwargs, field):
-    watch = OutboxWatch()
-    with pytest.raises(ValidationError) as raised:
-        count_update_info(count_id=count.id, **kwargs)
-    assert field in raised.value.message_dict
-    assert_unchanged(count)
-    watch.assert_unchanged()
+    assert_rejected(count, field, lambda: count_update_info(count_id=count.id, **kwargs))
 
 
 def test_rename_to_a_taken_name_writes_nothing(count):
@@ -191,22 +197,12 @@ def test_increment_by_zero_writes_nothing(count):
 )
 def test_increment_past_64_bits_is_a_validation_error_and_writes_nothing(start, delta):
     count = count_create(name="edge", value=start)
-    watch = OutboxWatch()
-    with pytest.raises(ValidationError) as raised:
-        count_increment(count_id=count.id, delta=delta)
-    assert "delta" in raised.value.message_dict
-    assert_unchanged(count)
-    watch.assert_unchanged()
+    assert_rejected(count, "delta", lambda: count_increment(count_id=count.id, delta=delta))
 
 
 @pytest.mark.parametrize("delta", [True, 1.5, "1", None, INT64_MAX + 1])
 def test_increment_rejects_a_delta_that_is_no_int64(count, delta):
-    watch = OutboxWatch()
-    with pytest.raises(ValidationError) as raised:
-        count_increment(count_id=count.id, delta=delta)
-    assert "delta" in raised.value.message_dict
-    assert_unchanged(count)
-    watch.assert_unchanged()
+    assert_rejected(count, "delta", lambda: count_increment(count_id=count.id, delta=delta))
 
 
 # --- set ----------------------------------------------------------------------------------
@@ -228,12 +224,7 @@ def test_set_to_the_current_value_writes_nothing(count):
 
 @pytest.mark.parametrize("value", [INT64_MAX + 1, INT64_MIN - 1, False, 2.0, "3"])
 def test_set_rejects_a_value_that_is_no_int64(count, value):
-    watch = OutboxWatch()
-    with pytest.raises(ValidationError) as raised:
-        count_set(count_id=count.id, value=value)
-    assert "value" in raised.value.message_dict
-    assert_unchanged(count)
-    watch.assert_unchanged()
+    assert_rejected(count, "value", lambda: count_set(count_id=count.id, value=value))
 
 
 # --- unknown ids, atomicity -----------------------------------------------------------------

@@ -24,15 +24,8 @@ from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from tests.event_schemas import validate_event
-from tests.relay_support import (
-    ROOT,
-    RelayProcess,
-    assert_commit_order,
-    database_url,
-    free_port,
-    read_back,
-    wait_for,
-)
+from tests.faults import ROOT, database_url, free_ports, wait_for
+from tests.relay_support import RelayProcess, assert_commit_order, read_back
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -143,7 +136,7 @@ def test_outbox_admin_is_read_only_and_actions_need_the_change_permission(client
 
 
 def _session() -> psycopg.Connection:
-    return psycopg.connect(database_url(), autocommit=True)
+    return psycopg.connect(database_url(connection.settings_dict), autocommit=True)
 
 
 def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
@@ -175,7 +168,7 @@ def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
 
 
 def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     relay = RelayProcess.start(tmp_path, "--poll-interval", "30", "--metrics-port", str(port))
     try:
         relay.wait_until_serving()
@@ -190,7 +183,7 @@ def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(t
                 ),
                 timeout=10,
                 what="the relay to publish",
-                interval=0.002,
+                every=0.002,
             )
             latencies.append((time.monotonic() - started) * 1000)
         print(f"commit -> marked published: {[round(ms, 1) for ms in latencies]} ms")
@@ -210,7 +203,7 @@ def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": database_url(connection.settings_dict),
             **overrides,
         }
         command = [sys.executable, "manage.py", "relay", "--check"]

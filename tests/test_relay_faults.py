@@ -19,16 +19,14 @@ from django.test import override_settings
 from counts import events, services
 from outbox.kafka import ensure_topics
 from outbox.models import OutboxMessage
-from scripts.services import KafkaNode
+from tests.faults import wait_for
 from tests.relay_support import (
     RelayProcess,
     assert_commit_order,
     enqueue_backlog,
-    free_port,
     pending_count,
     published_count,
     read_back,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -139,19 +137,14 @@ def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(tmp_path):
 
 
 @pytest.fixture
-def private_broker(tmp_path):
-    """A broker of our own, so stopping it disturbs no one else."""
-    node = KafkaNode(port=free_port(), controller_port=free_port(), home=tmp_path / "kafka")
-    node.start()
-    bootstrap = f"127.0.0.1:{node.port}"
+def private_broker(private_kafka):
+    """A broker of our own (tests/faults.py), so stopping it disturbs no one else."""
+    bootstrap = f"127.0.0.1:{private_kafka.port}"
     client = {**settings.KAFKA_CLIENT_CONFIG, "bootstrap.servers": bootstrap}
     prefix = f"{settings.KAFKA_TOPIC_PREFIX}private."
     with override_settings(KAFKA_CLIENT_CONFIG=client, KAFKA_TOPIC_PREFIX=prefix):
         ensure_topics(list(events.TOPICS))
-        try:
-            yield node
-        finally:
-            node.stop(hard=True)  # its data is thrown away with tmp_path
+        yield private_kafka
 
 
 def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -88,6 +89,16 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
 
 def check_all(names: list[str] | None = None) -> dict[str, CheckResult]:
     return {name: CHECKS[name]() for name in names or CHECKS}
+
+
+def check_for_command(command: BaseCommand, names: list[str], failure: str) -> None:
+    """A command's `--check`: one line per part, then CommandError(`failure`) if any is down."""
+    results = check_all(names)
+    for name, result in results.items():
+        state = "ok" if result.ok else "DOWN"
+        command.stdout.write(f"{name}: {state} ({result.detail}, {result.latency_ms} ms)")
+    if not all(result.ok for result in results.values()):
+        raise CommandError(failure)
 
 
 @require_GET

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from config.health import check_all
+from config.health import check_for_command
 from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
 
 
@@ -65,7 +65,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if options["check"]:
-            return self._check()
+            return check_for_command(
+                self,
+                ["kafka", "redis", "database"],
+                "the consumer's dependencies are not all reachable",
+            )
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
         replay = options["from_beginning"] or options["reset_to"] is not None
@@ -78,14 +82,6 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: consumer.stop())
         self._serve_metrics(options["metrics_port"])
         consumer.run()
-
-    def _check(self) -> None:
-        results = check_all(["kafka", "redis", "database"])
-        for name, result in results.items():
-            state = "ok" if result.ok else "DOWN"
-            self.stdout.write(f"{name}: {state} ({result.detail}, {result.latency_ms} ms)")
-        if not all(result.ok for result in results.values()):
-            raise CommandError("the consumer's dependencies are not all reachable")
 
     def _serve_metrics(self, port: int) -> None:
         if port == 0:

@@ -7,7 +7,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config.health import check_database, check_kafka
+from config.health import check_for_command
 from outbox import metrics
 from outbox.relay import Relay, RelayOptions
 
@@ -76,7 +76,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["check"]:
-            return self.check_dependencies()
+            return check_for_command(self, ["database", "kafka"], "relay dependencies are down")
         relay = Relay(
             RelayOptions(
                 batch_size=options["batch_size"],
@@ -92,11 +92,3 @@ class Command(BaseCommand):
         metrics.serve(options["metrics_port"], settings.RELAY_METRICS_ADDRESS)
         if relay.run():
             raise CommandError(f"{relay.left_behind} rows of this relay's lanes are still pending")
-
-    def check_dependencies(self) -> None:
-        results = {"database": check_database(), "kafka": check_kafka()}
-        for name, result in results.items():
-            state = "ok" if result.ok else "DOWN"
-            self.stdout.write(f"{name}: {state} ({result.detail}, {result.latency_ms} ms)")
-        if not all(result.ok for result in results.values()):
-            raise CommandError("relay dependencies are down")

@@ -127,6 +127,49 @@ def test_compose_and_kubernetes_run_the_same_processes():
     assert len(commands) == 5  # web, relay, consumer, celery worker, celery beat
 
 
+def deployment(component: str) -> dict:
+    (found,) = [
+        doc
+        for doc in of_kind("Deployment")
+        if doc["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
+def web_commands() -> dict[str, list[str]]:
+    """The web command of the Procfile, the image, compose and Kubernetes."""
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines())
+    dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", "")
+    return {
+        "Procfile": procfile["web"].split(),
+        "Dockerfile": json.loads(re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE)[1]),
+        "compose": compose()["services"]["web"]["command"],
+        "k8s": deployment("web")["spec"]["template"]["spec"]["containers"][0]["command"],
+    }
+
+
+def test_web_closes_open_streams_two_seconds_into_a_shutdown_everywhere():
+    for where, argv in web_commands().items():
+        assert argv[argv.index("--timeout-graceful-shutdown") + 1] == "2", where
+
+
+@pytest.mark.parametrize(
+    ("component", "port", "address_setting"),
+    [
+        ("relay", settings.RELAY_METRICS_PORT, "RELAY_METRICS_ADDRESS"),
+        ("consumer", settings.CONSUMER_METRICS_PORT, "CONSUMER_METRICS_HOST"),
+    ],
+)
+def test_relay_and_consumer_metrics_can_be_scraped(component, port, address_setting):
+    assert of_kind("ConfigMap")[0]["data"][address_setting] == "0.0.0.0"
+    pod = deployment(component)["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert {"name": "metrics", "containerPort": port} in pod["spec"]["containers"][0]["ports"]
+    service = compose()["services"][component]
+    assert service["environment"][address_setting] == "0.0.0.0"
+    assert f"127.0.0.1:{port}:{port}" in service["ports"]
+
+
 def test_production_settings_accept_the_kubernetes_config():
     """The ConfigMap plus the documented secrets pass Django's deployment checks."""
     env = {

@@ -1,16 +1,25 @@
 """Wake the relay within milliseconds of a commit, without costing the writers.
 
-Writers call `notify_relays()` from `transaction.on_commit`, so the NOTIFY runs in its own
-tiny transaction after the change has committed and released its row locks. A NOTIFY
-inside the writing transaction would take PostgreSQL's global notify-queue lock at commit
-and serialise every writer behind it (bench/bench_relay.py measures both). If the NOTIFY
-is lost (the connection broke right after the commit), the relay's fallback poll finds
-the row anyway: the notification is only a hint, the outbox table is the truth.
+Writers call `notify_relays()` from `transaction.on_commit`, so the NOTIFY runs after the
+change has committed and released its row locks. A NOTIFY inside the writing transaction
+would take PostgreSQL's global notify-queue lock at commit and serialise every writer
+behind it (bench/bench_relay.py measures both).
+
+The NOTIFY itself is sent by a background thread of the writing process, on its own
+connection, so the writer does not wait for that round trip. Requests coalesce: while one
+NOTIFY is on its way, any number of further commits ask for exactly one more, sent after
+it. Every commit is therefore followed by a NOTIFY sent after it (the relay cannot sleep
+through it), and a busy process sends far fewer NOTIFYs than it commits.
+
+If a NOTIFY is lost (the connection broke right after the commit), the relay's fallback poll
+finds the row anyway: the notification is only a hint, the outbox table is the truth.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import psycopg
 from django.db import DatabaseError, connection
@@ -25,13 +34,68 @@ CHANNEL = "countstream_outbox"
 _NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')"
 
 
-def notify_relays() -> None:
-    """Tell listening relays that new outbox rows are committed (a hint, never required)."""
+class _Notifier:
+    """A daemon thread that sends NOTIFYs on request, at most one in flight."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="outbox-wakeup", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wanted.wait()
+                if self._stopping:
+                    return
+                self._wanted.clear()  # a request from now on asks for one more NOTIFY
+                _send_notify()
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _send_notify() -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(_NOTIFY, [CHANNEL])
     except DatabaseError as exc:
         logger.warning("could not wake the relay, it will poll instead: %s", exc)
+        connection.close()
+
+
+_notifier: _Notifier | None = None
+_notifier_lock = threading.Lock()
+
+
+def notify_relays() -> None:
+    """Tell listening relays that new outbox rows are committed (a hint, never required)."""
+    global _notifier
+    notifier = _notifier
+    if notifier is None or notifier.pid != os.getpid():  # none yet, or we were forked
+        with _notifier_lock:
+            if _notifier is None or _notifier.pid != os.getpid():
+                _notifier = _Notifier()
+            notifier = _notifier
+    notifier.request()
+
+
+def stop_notifier() -> None:
+    """Stop the background thread and close its connection (tests, before dropping the db)."""
+    global _notifier
+    with _notifier_lock:
+        if _notifier is not None and _notifier.pid == os.getpid():
+            _notifier.stop()
+        _notifier = None
 
 
 def listen(conn: psycopg.Connection) -> None:

@@ -8,11 +8,20 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from django.conf import settings
 
+from outbox import wakeup
 from outbox.kafka import client_config
 
 # Private services to break and app processes to kill (the reliability tests), and an
 # isolated event pipeline per test (the consumer and dashboard tests).
 pytest_plugins = ["tests.faults", "tests.pipeline"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_relay_wakeup(django_db_setup, django_db_blocker):
+    """The relay wake-up thread holds a connection to the test database: close it first."""
+    yield
+    with django_db_blocker.unblock():
+        wakeup.stop_notifier()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka.admin import AdminClient
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -22,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_redis import get_redis_connection
 
-from outbox.kafka import client_config
+from outbox.kafka import admin_client
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +58,8 @@ def _redis() -> str:
 
 
 def _kafka(timeout: float) -> str:
-    # A fresh client: a long-lived one would keep logging while the broker is away.
-    metadata = AdminClient(client_config()).list_topics(timeout=timeout)
+    # A fresh client each time: a long-lived one would keep reconnecting while Kafka is away.
+    metadata = admin_client().list_topics(timeout=timeout)
     return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)"
 
 

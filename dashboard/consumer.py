@@ -40,7 +40,7 @@ from counts.events import TOPICS, now_ms
 from counts.models import Count
 from dashboard import cache, metrics, read_model
 from dashboard.events import CountEvent, PoisonMessage, parse_event
-from outbox.kafka import client_config, ensure_topics
+from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config, ensure_topics
 from outbox.models import OutboxMessage
 from outbox.services import topic_name
 
@@ -75,9 +75,10 @@ class StartAt:
             tp.offset = hit.offset if hit.offset >= 0 else OFFSET_END
 
 
-def consumer_config(*, report_partition_ends: bool) -> dict:
+def consumer_config(*, report_partition_ends: bool, **callbacks) -> dict:
     return client_config(
         **{
+            **QUIET_LOG,
             "group.id": settings.KAFKA_CONSUMER_GROUP,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -85,7 +86,8 @@ def consumer_config(*, report_partition_ends: bool) -> dict:
             # A killed consumer's partitions move to a live one within seconds.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
-        }
+        },
+        **callbacks,
     )
 
 
@@ -112,8 +114,14 @@ class DashboardConsumer:
         self._processed = 0
         self._last_report = (time.monotonic(), 0)
         self._progress: tqdm | None = None
-        self._consumer = Consumer(consumer_config(report_partition_ends=once), logger=logger)
-        self._producer = Producer(client_config(**{"acks": "all"}), logger=logger)
+        # One error log for both clients: an outage is told once, not by each of them.
+        errors = KafkaErrorLog(logger, "Kafka")
+        self._consumer = Consumer(
+            consumer_config(report_partition_ends=once, error_cb=errors), logger=logger
+        )
+        self._producer = Producer(
+            client_config(**{"acks": "all", **QUIET_LOG}, error_cb=errors), logger=logger
+        )
 
     # --- lifecycle -------------------------------------------------------------------
 

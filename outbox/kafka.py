@@ -6,10 +6,16 @@ settings; docs/operations.md says why the defaults are what they are (CA-710A, C
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -25,6 +31,11 @@ from django.conf import settings
 
 from outbox.services import topic_name
 
+# librdkafka's own log, critical lines only: while a broker is away it logs every failed
+# reconnect of every connection (dozens a second). Errors reach us through exceptions, or
+# through a KafkaErrorLog as the client's error_cb.
+QUIET_LOG = {"log_level": 2}
+
 
 def client_config(**overrides) -> dict:
     """librdkafka settings shared by producers, consumers and the admin client."""
@@ -32,7 +43,44 @@ def client_config(**overrides) -> dict:
 
 
 def admin_client() -> AdminClient:
-    return AdminClient(client_config())
+    """An admin client; its failures are the exceptions of the calls made with it."""
+    return AdminClient(client_config(**QUIET_LOG))
+
+
+class KafkaErrorLog:
+    """A librdkafka `error_cb` that tells an outage in a few lines, not one per reconnect.
+
+    The first error of a kind is logged at once (WARNING); repeats are only counted until
+    `every` seconds have passed, and the next one is logged with that count. Fatal errors
+    are always logged, at ERROR.
+    """
+
+    def __init__(self, logger: logging.Logger, prefix: str, every: float = 10.0) -> None:
+        self.logger = logger
+        self.prefix = prefix
+        self.every = every
+        self._kinds: dict[int, tuple[float, int]] = {}  # code -> (last logged, repeats since)
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.logger.error("%s: %s (fatal)", self.prefix, error.str())
+            return
+        now = time.monotonic()
+        logged_at, repeats = self._kinds.get(error.code(), (now - self.every, 0))
+        if now - logged_at < self.every:
+            self._kinds[error.code()] = (logged_at, repeats + 1)
+            return
+        self._kinds[error.code()] = (now, 0)
+        if repeats:
+            self.logger.warning(
+                "%s: %s (%d more like it in the %.0f s before)",
+                self.prefix,
+                error.str(),
+                repeats,
+                now - logged_at,
+            )
+        else:
+            self.logger.warning("%s: %s", self.prefix, error.str())
 
 
 def topic_configs() -> dict[str, str]:

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connections
 
 from outbox import metrics, wakeup
-from outbox.kafka import client_config
+from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
 from outbox.models import OutboxMessage
@@ -96,8 +96,8 @@ _TRANSIENT = {
 _PRODUCER_DEFAULTS = {
     "message.timeout.ms": 30_000,
     "reconnect.backoff.max.ms": 1_000,
-    # librdkafka would print every failed reconnect; error_cb reports them, once per 10 s.
-    "log_level": 2,
+    # Errors come through error_cb (KafkaErrorLog), a few lines per outage.
+    **QUIET_LOG,
 }
 # ...but never these, which the ordering and no-loss guarantees rest on.
 _PRODUCER_REQUIRED = {
@@ -149,6 +149,7 @@ class Relay:
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
         self.leases = LaneLeases(settings.OUTBOX_LANES, greedy=options.once)
+        self._kafka_errors = KafkaErrorLog(logger, "relay: Kafka")
         self.producer = self._new_producer()
         self.stopping = False
         self.left_behind = 0  # rows a --once run could not publish
@@ -161,7 +162,6 @@ class Relay:
         self._published_since_report = 0
         self._errors_since_report = 0
         self.published_total = 0
-        self._kafka_errors_logged: dict[int, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -468,11 +468,4 @@ class Relay:
     # ------------------------------------------------------------------ Kafka
 
     def _new_producer(self) -> Producer:
-        return Producer(producer_config(error_cb=self._on_kafka_error))
-
-    def _on_kafka_error(self, error: KafkaError) -> None:
-        """librdkafka repeats connection errors every few ms; log each kind every 10 s."""
-        now = time.monotonic()
-        if now - self._kafka_errors_logged.get(error.code(), -60.0) >= 10:
-            self._kafka_errors_logged[error.code()] = now
-            logger.warning("relay: Kafka: %s (retrying)", error.str())
+        return Producer(producer_config(error_cb=self._kafka_errors))

@@ -6,6 +6,7 @@ relay and the consumer as real processes. Each scenario prints its figures as a 
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -22,6 +23,7 @@ from outbox.models import OutboxMessage
 from tests.faults import (
     CONSUMER_ARGS,
     RELAY_ARGS,
+    AppProcess,
     SteadyLoad,
     api_client,
     crash_broker,
@@ -67,13 +69,20 @@ def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:
     }
 
 
+def complaints(process: AppProcess) -> int:
+    """Lines a process logged at WARNING or above, its own or librdkafka's straight to stderr
+    (`%4|...`): an outage should cost a handful."""
+    loud = r"^(?:\S+ \S+ (?:WARNING|ERROR|CRITICAL) |%[0-4]\|)"
+    return len(re.findall(loud, process.log(), re.MULTILINE))
+
+
 def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(app_stack, private_kafka):
     bootstrap = f"127.0.0.1:{private_kafka.port}"
     create_topics(bootstrap)
     counts = [services.count_create(name=f"outage-{n}") for n in range(10)]
     _, base_url = app_stack("web")
-    app_stack("relay", *RELAY_ARGS, kafka=bootstrap)
-    app_stack("consume", *CONSUMER_ARGS, kafka=bootstrap)
+    relay = app_stack("relay", *RELAY_ARGS, kafka=bootstrap)
+    consumer = app_stack("consume", *CONSUMER_ARGS, kafka=bootstrap)
     user = get_user_model().objects.create_user("load", password="pw")
     api = api_client(base_url, Token.objects.create(user=user).key)
 
@@ -107,11 +116,14 @@ def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(app_st
         backlog_at_restart=backlog,
         drain_after_restart_s=round(drained, 2),
         dashboard_caught_up_after_restart_s=round(caught_up, 2),
+        relay_warning_lines=complaints(relay),
+        consumer_warning_lines=complaints(consumer),
         **figures,
     )
     assert writes.errors == []
     assert writes_during_outage > 0 and backlog > 0
     assert figures["lost"] == 0
+    assert complaints(relay) <= 20 and complaints(consumer) <= 20
 
 
 def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:

@@ -171,6 +171,9 @@ KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:
 # Prepended to every topic name, so tests and several environments can share one cluster.
 KAFKA_TOPIC_PREFIX = env.str("KAFKA_TOPIC_PREFIX", default="")
 KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="countstream-dashboard")
+# Static group membership for `manage.py consume` (empty: off). Unique per consumer process,
+# e.g. its pod name; the trade-off is in docs/reliability.md (known limits).
+KAFKA_CONSUMER_INSTANCE_ID = env.str("KAFKA_CONSUMER_INSTANCE_ID", default="")
 # Security settings passed straight to librdkafka (producer, consumer and admin client).
 KAFKA_CLIENT_CONFIG = {
     key: value

@@ -76,6 +76,7 @@ class StartAt:
 
 
 def consumer_config(*, report_partition_ends: bool, **callbacks) -> dict:
+    instance_id = settings.KAFKA_CONSUMER_INSTANCE_ID
     return client_config(
         **{
             **QUIET_LOG,
@@ -86,6 +87,8 @@ def consumer_config(*, report_partition_ends: bool, **callbacks) -> dict:
             # A killed consumer's partitions move to a live one within seconds.
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
+            # A static member rejoins after a broker restart without waiting out its session.
+            **({"group.instance.id": instance_id} if instance_id else {}),
         },
         **callbacks,
     )

@@ -14,7 +14,7 @@ from counts import services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED
 from counts.models import Count
 from dashboard import cache, read_model
-from dashboard.consumer import DashboardConsumer, StartAt
+from dashboard.consumer import DashboardConsumer, StartAt, consumer_config
 from dashboard.events import CountEvent
 from outbox.services import topic_name
 from tests.pipeline import database_truth, read_model_state
@@ -217,3 +217,9 @@ def test_a_damaged_read_model_entry_is_rebuilt_not_a_blocker(pipeline):
     cache.redis_client().hset(read_model.counts_key(), count_id, "not json")
     read_model.apply_events([CountEvent(str(uuid.uuid4()), count_id, 2, 1, "updated", 5, "fixed")])
     assert read_model_state() == {count_id: ("fixed", 5)}
+
+
+def test_static_membership_only_when_an_instance_id_is_set(settings):
+    assert "group.instance.id" not in consumer_config(report_partition_ends=False)
+    settings.KAFKA_CONSUMER_INSTANCE_ID = "dashboard-0"
+    assert consumer_config(report_partition_ends=False)["group.instance.id"] == "dashboard-0"

@@ -425,6 +425,18 @@ def api_client(base_url: str, token: str) -> httpx.Client:
 
 
 @pytest.fixture
+def start_relay(app_processes, test_database_url) -> Callable[..., AppProcess]:
+    """`start_relay(*args, **env)`: `manage.py relay` on the test database and the topics of
+    tests.settings, without a metrics port unless `args` give one."""
+
+    def start(*args: str, **env: str) -> AppProcess:
+        argv = ("--metrics-port", "0", *args)
+        return app_processes.spawn("relay", *argv, database_url=test_database_url, **env)
+
+    return start
+
+
+@pytest.fixture
 def test_database_url(transactional_db) -> str:
     """The pytest test database, for processes the test starts (needs `transactional_db`)."""
     from django.db import connection

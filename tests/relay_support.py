@@ -1,69 +1,30 @@
-"""Helpers for the relay tests: relay subprocesses, backlogs, and reading Kafka back."""
+"""Helpers for the relay tests: waiting for a relay, backlogs, and reading Kafka back."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from django.db import connection, transaction
+from django.db import transaction
 
 from counts import events
 from outbox.kafka import client_config
 from outbox.models import OutboxMessage
 from outbox.services import Event, enqueue, topic_name
-from tests.faults import ROOT, database_url, wait_for
+from tests.faults import AppProcess, wait_for
 
 
-@dataclass
-class RelayProcess:
-    """`manage.py relay` as a child process, its log in a file for assertions."""
+def wait_until_serving(relay: AppProcess, timeout: float = 30) -> None:
+    """Until the relay holds lanes (since its latest start)."""
 
-    process: subprocess.Popen
-    log_path: Path
+    def serving() -> bool:
+        return "lanes " in relay.log().rsplit("--- start", 1)[-1]
 
-    @classmethod
-    def start(cls, log_dir: Path, *args: str, **env: str) -> RelayProcess:
-        log_path = log_dir / f"relay-{uuid.uuid4().hex[:6]}.log"
-        environment = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url(connection.settings_dict),
-            **env,
-        }
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", "relay", "--metrics-port", "0", *args],
-                cwd=ROOT,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return cls(process, log_path)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_until_serving(self, timeout: float = 30) -> None:
-        wait_for(lambda: "lanes " in self.log, timeout, f"relay to take lanes:\n{self.log}")
-
-    def terminate(self, timeout: float = 30) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+    wait_for(serving, timeout, f"{relay.name} to take lanes")
 
 
 def published_count() -> int:

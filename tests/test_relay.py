@@ -25,7 +25,7 @@ from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from tests.event_schemas import validate_event
 from tests.faults import ROOT, database_url, free_ports, wait_for
-from tests.relay_support import RelayProcess, assert_commit_order, read_back
+from tests.relay_support import assert_commit_order, read_back, wait_until_serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,35 +167,32 @@ def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
             conn.close()
 
 
-def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(tmp_path):
+def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(start_relay):
     (port,) = free_ports(1)
-    relay = RelayProcess.start(tmp_path, "--poll-interval", "30", "--metrics-port", str(port))
-    try:
-        relay.wait_until_serving()
-        time.sleep(0.5)  # let it go idle: only a NOTIFY can wake it now
-        latencies = []
-        for step in range(5):
-            started = time.monotonic()
-            count = services.count_create(name=f"wake-{step}", value=1)
-            wait_for(
-                lambda count=count: (
-                    not OutboxMessage.objects.filter(key=str(count.id), state="pending").exists()
-                ),
-                timeout=10,
-                what="the relay to publish",
-                every=0.002,
-            )
-            latencies.append((time.monotonic() - started) * 1000)
-        print(f"commit -> marked published: {[round(ms, 1) for ms in latencies]} ms")
-        assert max(latencies) < 1000, latencies  # the fallback poll is 30 s away
+    relay = start_relay("--poll-interval", "30", "--metrics-port", str(port))
+    wait_until_serving(relay)
+    time.sleep(0.5)  # let it go idle: only a NOTIFY can wake it now
+    latencies = []
+    for step in range(5):
+        started = time.monotonic()
+        count = services.count_create(name=f"wake-{step}", value=1)
+        wait_for(
+            lambda count=count: (
+                not OutboxMessage.objects.filter(key=str(count.id), state="pending").exists()
+            ),
+            timeout=10,
+            what="the relay to publish",
+            every=0.002,
+        )
+        latencies.append((time.monotonic() - started) * 1000)
+    print(f"commit -> marked published: {[round(ms, 1) for ms in latencies]} ms")
+    assert max(latencies) < 1000, latencies  # the fallback poll is 30 s away
 
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        assert "countstream_relay_published_total 10.0" in metrics  # created + value each
-        assert "countstream_relay_lanes_owned 64.0" in metrics
-        assert "countstream_relay_delivery_age_seconds_count 10.0" in metrics
-        assert relay.terminate() == 0
-    finally:
-        relay.kill()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    assert "countstream_relay_published_total 10.0" in metrics  # created + value each
+    assert "countstream_relay_lanes_owned 64.0" in metrics
+    assert "countstream_relay_delivery_age_seconds_count 10.0" in metrics
+    assert relay.terminate() == 0
 
 
 def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():

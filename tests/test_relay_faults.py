@@ -19,14 +19,14 @@ from django.test import override_settings
 from counts import events, services
 from outbox.kafka import ensure_topics
 from outbox.models import OutboxMessage
-from tests.faults import wait_for
+from tests.faults import AppProcess, wait_for
 from tests.relay_support import (
-    RelayProcess,
     assert_commit_order,
     enqueue_backlog,
     pending_count,
     published_count,
     read_back,
+    wait_until_serving,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -43,9 +43,9 @@ def all_rows() -> list[OutboxMessage]:
     return list(OutboxMessage.objects.order_by("id"))
 
 
-def published_by(relay: RelayProcess) -> int:
-    match = re.search(r"stopped after publishing (\d+) rows", relay.log)
-    assert match, relay.log
+def published_by(relay: AppProcess) -> int:
+    match = re.search(r"stopped after publishing (\d+) rows", relay.log())
+    assert match, relay.log()
     return int(match[1])
 
 
@@ -81,25 +81,20 @@ class Writers:
             thread.join()
 
 
-def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(tmp_path):
+def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(start_relay):
     keys = [str(uuid.uuid4()) for _ in range(60)]
     enqueue_backlog(keys, per_key=50)
-    relays = []
-    try:
-        with Writers(keys):
-            relays += [RelayProcess.start(tmp_path, *FAST) for _ in range(2)]
-            for relay in relays:
-                relay.wait_until_serving()
-            wait_for(lambda: "(2 relays" in relays[0].log, 10, "two relays to see each other")
-            relays.append(RelayProcess.start(tmp_path, *FAST))
-            relays[2].wait_until_serving()
-            wait_for(lambda: all("(3 relays" in relay.log for relay in relays), 10, "three relays")
-            time.sleep(1.5)  # all three publish under the running writers
-        wait_for(lambda: pending_count() == 0, 30, "the backlog to drain")
-        assert [relay.terminate() for relay in relays] == [0, 0, 0]
-    finally:
+    with Writers(keys):
+        relays = [start_relay(*FAST) for _ in range(2)]
         for relay in relays:
-            relay.kill()
+            wait_until_serving(relay)
+        wait_for(lambda: "(2 relays" in relays[0].log(), 10, "two relays to see each other")
+        relays.append(start_relay(*FAST))
+        wait_until_serving(relays[2])
+        wait_for(lambda: all("(3 relays" in relay.log() for relay in relays), 10, "three relays")
+        time.sleep(1.5)  # all three publish under the running writers
+    wait_for(lambda: pending_count() == 0, 30, "the backlog to drain")
+    assert [relay.terminate() for relay in relays] == [0, 0, 0]
 
     rows = all_rows()
     shares = [published_by(relay) for relay in relays]
@@ -110,23 +105,20 @@ def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(tmp_path):
     assert figures["delivered"] == figures["expected"] == len(rows)
 
 
-def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(tmp_path):
+def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(start_relay):
     keys = [str(uuid.uuid4()) for _ in range(200)]
     enqueue_backlog(keys, per_key=100)
     total = len(keys) * 100
 
-    relay = RelayProcess.start(tmp_path, "--batch-size", "1000")
-    try:
-        wait_for(lambda: published_count() >= total // 10, 60, "the relay to get going", 0.005)
-        relay.kill()
-    finally:
-        relay.kill()
+    relay = start_relay("--batch-size", "1000")
+    wait_for(lambda: published_count() >= total // 10, 60, "the relay to get going", 0.005)
+    relay.kill()
     left = pending_count()
     print(f"SIGKILL with {total - left} of {total} published, {left} pending")
     assert 0 < left < total
 
-    restarted = RelayProcess.start(tmp_path, "--once")
-    assert restarted.process.wait(120) == 0, restarted.log
+    restarted = start_relay("--once")
+    assert restarted.process.wait(120) == 0, restarted.log()
     assert pending_count() == 0
 
     rows = all_rows()
@@ -148,7 +140,7 @@ def private_broker(private_kafka):
 
 
 def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(
-    tmp_path, private_broker
+    private_broker, start_relay
 ):
     bootstrap = f"127.0.0.1:{private_broker.port}"
     counts = [services.count_create(name=f"outage-{n}") for n in range(20)]
@@ -158,28 +150,25 @@ def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(
             for count in counts:
                 services.count_increment(count_id=count.id)
 
-    relay = RelayProcess.start(tmp_path, *FAST, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
-    try:
-        relay.wait_until_serving()
-        write(3)
-        wait_for(lambda: pending_count() == 0, 30, "the first writes to go out")
+    relay = start_relay(*FAST, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    wait_until_serving(relay)
+    write(3)
+    wait_for(lambda: pending_count() == 0, 30, "the first writes to go out")
 
-        # Killed, not stopped: a graceful stop of this single node can hang for a minute.
-        private_broker.stop(hard=True)
-        started = time.monotonic()
-        write(10)  # the API's writes need PostgreSQL only
-        wait_for(lambda: "Kafka: " in relay.log, 30, "the relay to report the outage")
-        assert pending_count() > 0
-        time.sleep(max(0.0, 3 - (time.monotonic() - started)))
+    # Killed, not stopped: a graceful stop of this single node can hang for a minute.
+    private_broker.stop(hard=True)
+    started = time.monotonic()
+    write(10)  # the API's writes need PostgreSQL only
+    wait_for(lambda: "Kafka: " in relay.log(), 30, "the relay to report the outage")
+    assert pending_count() > 0
+    time.sleep(max(0.0, 3 - (time.monotonic() - started)))
 
-        private_broker.start()
-        back = time.monotonic()
-        close_old_connections()
-        wait_for(lambda: pending_count() == 0, 90, "the backlog to drain after the outage")
-        print(f"broker down {back - started:.1f}s; drained {time.monotonic() - back:.1f}s after")
-        assert relay.terminate() == 0
-    finally:
-        relay.kill()
+    private_broker.start()
+    back = time.monotonic()
+    close_old_connections()
+    wait_for(lambda: pending_count() == 0, 90, "the backlog to drain after the outage")
+    print(f"broker down {back - started:.1f}s; drained {time.monotonic() - back:.1f}s after")
+    assert relay.terminate() == 0
 
     rows = all_rows()
     received = read_back({str(row.event_id) for row in rows})

@@ -21,7 +21,12 @@ from outbox.models import OutboxMessage
 from outbox.services import serialize, topic_name
 from tests.faults import CONSUMER_ARGS, RELAY_ARGS, SteadyLoad, report, wait_for
 from tests.pipeline import database_truth, read_model_state
-from tests.relay_support import assert_commit_order, pending_count, read_back
+from tests.relay_support import (
+    assert_commit_order,
+    pending_count,
+    read_back,
+    wait_until_serving,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -46,7 +51,7 @@ def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothin
 
     with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
         for _ in range(10):
-            wait_for(lambda: "lanes " in relay.log().rsplit("--- start", 1)[-1], 30, "leases")
+            wait_until_serving(relay)
             time.sleep(chance.uniform(0.05, 0.8))  # somewhere mid-batch, mid-delivery
             relay.restart()
     stopped = time.monotonic()

@@ -50,6 +50,23 @@ def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigte
     assert pipeline.lag() == 0
 
 
+def test_a_starting_consumer_shows_every_count_of_the_database_at_once(
+    pipeline,
+    app_processes,
+    test_database_url,
+):
+    # Counts whose events are long consumed (or a Redis that lost the read model): the
+    # page must not wait for each count's next write to show it.
+    for i in range(3):
+        services.count_create(name=f"existing-{i}", value=i)
+    consumer = app_processes.spawn(
+        "consume", "--metrics-port=0", database_url=test_database_url, **pipeline.env
+    )
+    wait_for(lambda: read_model_state() == database_truth(), 30, "the read model to catch up")
+    assert "caught up at start" in consumer.log()
+    assert consumer.terminate() == 0
+
+
 @pytest.mark.slow
 def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_nothing(
     pipeline,
@@ -68,6 +85,7 @@ def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_noth
     count = services.count_create(name="patient", value=1)
     pipeline.publish_pending()
     wait_for(lambda: read_model_state(client) == database_truth(), 30, "the first event")
+    wait_for(lambda: pipeline.lag() == 0, 30, "the first events' commit")
 
     private_redis.stop()
     for _ in range(3):

@@ -1,8 +1,9 @@
 """`manage.py consume`: Kafka count events -> cache invalidation and the live dashboard."""
 
+import logging
 import signal
 from argparse import ArgumentTypeError
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -10,6 +11,9 @@ from prometheus_client import start_http_server
 
 from config.health import check_for_command
 from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
+from dashboard.services import reconcile_read_model
+
+logger = logging.getLogger(__name__)
 
 
 def _iso_time(text: str) -> datetime:
@@ -81,7 +85,23 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: consumer.stop())
         self._serve_metrics(options["metrics_port"])
+        self._catch_up_read_model()
         consumer.run()
+
+    def _catch_up_read_model(self) -> None:
+        """Start from the database's truth: a Redis that lost its data (or a first start on
+        an existing database) shows every count at once, not only those written from now
+        on. Version checks keep events already on their way from being undone or re-done."""
+        try:
+            repairs = reconcile_read_model(grace=timedelta(0))
+        except Exception as exc:  # Redis or PostgreSQL down: the periodic reconcile repairs
+            logger.warning("consume: could not catch the read model up at start: %s", exc)
+            return
+        if any(repairs.values()):
+            logger.info(
+                "consume: read model caught up at start: %s",
+                {kind: len(ids) for kind, ids in repairs.items()},
+            )
 
     def _serve_metrics(self, port: int) -> None:
         if port == 0:

@@ -353,10 +353,27 @@ class KafkaNode:
     def log_file(self) -> Path:
         return self.home / "logs" / "server.log"
 
-    def version(self) -> str | None:
-        jars = sorted(self.libs.glob("kafka_2.13-*.jar")) if self.libs.exists() else []
+    def version(self, libs: Path | None = None) -> str | None:
+        libs = libs or self.libs
+        jars = sorted(libs.glob("kafka_2.13-*.jar")) if libs.exists() else []
         match = re.search(r"kafka_2\.13-([\d.]+)\.jar", jars[0].name) if jars else None
         return match.group(1) if match else None
+
+    def running_version(self) -> str | None:
+        """The version of the local broker process serving our port, whoever started it
+        (another checkout, a test): read from its classpath's jar. None if not found."""
+        listener = f"PLAINTEXT://127.0.0.1:{self.port}"
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().decode(errors="replace").split("\0")
+                if "kafka.Kafka" not in args or "-cp" not in args:
+                    continue
+                if listener not in Path(args[-2]).read_text():  # args[-1] is "" after \0
+                    continue
+            except (OSError, IndexError):
+                continue
+            return self.version(Path(args[args.index("-cp") + 1]).parent)
+        return None
 
     def fetch_jars(self) -> None:
         if self.version() is not None:
@@ -481,8 +498,9 @@ class KafkaNode:
 
     def status(self) -> dict:
         up = is_listening(self.host, self.port)
-        ours = read_pid(self.pid_file) is not None
-        version = self.version() if ours else ("external" if up else None)
+        version = None
+        if up:
+            version = self.running_version() or "external"
         return {
             "service": "kafka",
             "up": up,

@@ -68,6 +68,12 @@ def wait_until(predicate, timeout: float, what: str, log_file: Path | None = Non
     raise ServiceError(f"{what} did not come up within {timeout:.0f}s{hint}")
 
 
+def require_loopback(name: str, host: str, port: int) -> None:
+    """Nothing answers at host:port; refuse to start a service anywhere but on loopback."""
+    if host not in LOOPBACK:
+        raise ServiceError(f"{name}: nothing answers at {host}:{port} and it is not loopback")
+
+
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs)
 
@@ -125,13 +131,9 @@ class Postgres:
         if is_listening(host, port):
             log(f"postgres: reusing the server at {host}:{port}")
         else:
-            self._refuse_remote(host, port)
+            require_loopback("postgres", host, port)
             self._start_debian_cluster(port)
         self._ensure_role_and_database()
-
-    def _refuse_remote(self, host: str, port: int) -> None:
-        if host not in LOOPBACK:
-            raise ServiceError(f"postgres: nothing answers at {host}:{port} and it is not loopback")
 
     def _start_debian_cluster(self, port: int) -> None:
         if not shutil.which("pg_lsclusters"):
@@ -233,8 +235,7 @@ class Redis:
         if is_listening(host, port):
             log(f"redis: reusing the server at {host}:{port}")
             return
-        if host not in LOOPBACK:
-            raise ServiceError(f"redis: nothing answers at {host}:{port} and it is not loopback")
+        require_loopback("redis", host, port)
         if not shutil.which("redis-server"):
             apt_install("redis-server")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -402,10 +403,7 @@ class KafkaNode:
         if is_listening(self.host, self.port):
             log(f"kafka: reusing the broker at {self.host}:{self.port}")
             return
-        if self.host not in LOOPBACK:
-            raise ServiceError(
-                f"kafka: nothing answers at {self.host}:{self.port} and it is not loopback"
-            )
+        require_loopback("kafka", self.host, self.port)
         if (pid := read_pid(self.pid_file)) is not None:
             log(f"kafka: pid {pid} is starting already; waiting for it")
         else:
@@ -447,15 +445,17 @@ class KafkaNode:
             id_file.write_text(self.cluster_id or kafka_cluster_id())
         mode = [] if self.voters else ["--standalone"]
         log(f"kafka: formatting storage in {self.home / 'data'}")
-        self._java(
-            "kafka.tools.StorageTool",
-            "format",
-            "-c",
-            str(self.home / "server.properties"),
-            "-t",
-            id_file.read_text().strip(),
-            *mode,
-            "--ignore-formatted",
+        run(
+            self._java_cmd(
+                "kafka.tools.StorageTool",
+                "format",
+                "-c",
+                str(self.home / "server.properties"),
+                "-t",
+                id_file.read_text().strip(),
+                *mode,
+                "--ignore-formatted",
+            )
         )
 
     def _java_cmd(self, main_class: str, *args: str) -> list[str]:
@@ -473,9 +473,6 @@ class KafkaNode:
             main_class,
             *args,
         ]
-
-    def _java(self, main_class: str, *args: str) -> None:
-        run(self._java_cmd(main_class, *args))
 
     def _launch(self) -> None:
         with open(self.home / "logs" / "stdout.log", "ab") as out:

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import urllib.request
-import zlib
 from contextlib import contextmanager
 
 import psycopg
@@ -65,14 +64,13 @@ def acked_within(metrics_port: int, bucket: str) -> float:
 
 def prefill(keys: list[str]) -> None:
     """BACKLOG rows shaped like count-value-updated events, in one INSERT ... SELECT."""
-    from django.conf import settings
     from django.db import connection
 
     from counts.events import COUNT_VALUE_UPDATED
     from outbox.models import OutboxMessage
-    from outbox.services import topic_name
+    from outbox.services import lane_for_key, topic_name
 
-    lanes = [zlib.crc32(key.encode()) % settings.OUTBOX_LANES for key in keys]
+    lanes = [lane_for_key(key) for key in keys]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

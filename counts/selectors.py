@@ -1,4 +1,4 @@
-"""Reads of counts: straight from the database, or through the invalidated cache."""
+"""Reads of counts from the database (the API caches them with dashboard.cache)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,8 @@ def _check_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise ValidationError({"name": "This field may not be blank."})
-    if len(name) > Count._meta.get_field("name").max_length:
-        raise ValidationError({"name": "At most 100 characters."})
+    if len(name) > (limit := Count._meta.get_field("name").max_length):
+        raise ValidationError({"name": f"At most {limit} characters."})
     return name
 
 

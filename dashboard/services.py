@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from django.utils import timezone
@@ -11,8 +10,6 @@ from counts.events import now_ms
 from counts.models import Count
 from dashboard import read_model
 from dashboard.read_model import GONE_FOREVER, Update
-
-logger = logging.getLogger(__name__)
 
 
 def _differs(entry: dict | None, count: Count) -> bool:

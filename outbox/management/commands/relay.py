@@ -47,20 +47,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--poll-interval",
             type=positive_float,
-            default=1.0,
-            help="Seconds between fallback polls when no NOTIFY arrives (default 1).",
+            default=RelayOptions.poll_interval,
+            help="Seconds between fallback polls when no NOTIFY arrives "
+            f"(default {RelayOptions.poll_interval:g}).",
         )
         parser.add_argument(
             "--rebalance-interval",
             type=positive_float,
-            default=0.5,
-            help="Seconds between lane-share checks (default 0.5).",
+            default=RelayOptions.rebalance_interval,
+            help="Seconds between lane-share checks "
+            f"(default {RelayOptions.rebalance_interval:g}).",
         )
         parser.add_argument(
             "--report-interval",
             type=positive_float,
-            default=10.0,
-            help="Seconds between progress log lines and backlog metrics (default 10).",
+            default=RelayOptions.report_interval,
+            help="Seconds between progress log lines and backlog metrics "
+            f"(default {RelayOptions.report_interval:g}).",
         )
         parser.add_argument(
             "--metrics-port",

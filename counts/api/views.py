@@ -41,6 +41,7 @@ from dashboard.cache import (
 
 NOT_FOUND = OpenApiResponse(description="No count with this id.")
 COUNT_ID = OpenApiParameter("count_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+COUNT_OR_NOT_FOUND = {200: CountOutput, 404: NOT_FOUND}
 
 
 class CountPagination(LimitOffsetPagination):
@@ -113,7 +114,7 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
 class CountDetailApi(CountsApiMixin, APIView):
     """Read a count (served from the cache), rename or re-describe it, or delete it."""
 
-    @extend_schema(parameters=[COUNT_ID], responses={200: CountOutput, 404: NOT_FOUND})
+    @extend_schema(parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
     def get(self, request: Request, count_id: str) -> Response:
         count_id = str(parse_count_id(count_id))
         data = read_through(
@@ -123,11 +124,7 @@ class CountDetailApi(CountsApiMixin, APIView):
             raise NotFound()
         return Response(data)
 
-    @extend_schema(
-        request=CountUpdateInput,
-        parameters=[COUNT_ID],
-        responses={200: CountOutput, 404: NOT_FOUND},
-    )
+    @extend_schema(request=CountUpdateInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
     def patch(self, request: Request, count_id: str) -> Response:
         data = _validated(CountUpdateInput, request)
         return _count_response(services.count_update_info(count_id=count_id, **data))
@@ -148,11 +145,7 @@ def _load_count(count_id: str) -> dict | None:
 class CountIncrementApi(CountsApiMixin, APIView):
     """Add a delta (default 1, may be negative) to a count's value, atomically."""
 
-    @extend_schema(
-        request=CountIncrementInput,
-        parameters=[COUNT_ID],
-        responses={200: CountOutput, 404: NOT_FOUND},
-    )
+    @extend_schema(request=CountIncrementInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountIncrementInput, request)
         return _count_response(services.count_increment(count_id=count_id, **data))
@@ -161,9 +154,7 @@ class CountIncrementApi(CountsApiMixin, APIView):
 class CountSetApi(CountsApiMixin, APIView):
     """Set a count's value."""
 
-    @extend_schema(
-        request=CountSetInput, parameters=[COUNT_ID], responses={200: CountOutput, 404: NOT_FOUND}
-    )
+    @extend_schema(request=CountSetInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountSetInput, request)
         return _count_response(services.count_set(count_id=count_id, **data))

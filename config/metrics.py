@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Count as Rows
 from django.db.models import Min
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -94,10 +95,11 @@ REGISTRY.register(OutboxCollector())
 
 def outbox_figures() -> dict[str, float]:
     pending = OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING)
-    oldest = pending.aggregate(oldest=Min("created_at"))["oldest"]
+    figures = pending.aggregate(rows=Rows("id"), oldest=Min("created_at"))
+    oldest = figures["oldest"]
     age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
     return {
-        "pending": pending.count(),
+        "pending": figures["rows"],
         "oldest_pending_age_seconds": max(age, 0.0),
         "parked": OutboxMessage.objects.filter(state=OutboxMessage.State.PARKED).count(),
     }

@@ -35,7 +35,6 @@ DEFAULT_DATABASE_URL = "postgres://countstream:countstream@127.0.0.1:5432/counts
 class BenchEnv:
     run_id: str
     database_url: str
-    topic_prefix: str
     env: dict[str, str]  # os.environ for subprocesses: same database, topics and cache
 
 
@@ -67,7 +66,7 @@ def setup_bench() -> BenchEnv:
     call_command("kafka_topics", "ensure", stdout=sys.stderr)
     atexit.register(_delete_topics, overrides["KAFKA_TOPIC_PREFIX"])
     log(f"database {database_url.rsplit('/', 1)[-1]}, topics bench.{run_id}.*")
-    return BenchEnv(run_id, database_url, overrides["KAFKA_TOPIC_PREFIX"], dict(os.environ))
+    return BenchEnv(run_id, database_url, dict(os.environ))
 
 
 def _create_database_if_missing(database_url: str) -> None:

@@ -38,7 +38,6 @@ class CountEvent:
     action: str
     value: int
     name: str | None = None
-    old_value: int | None = None
 
 
 _CHECKS = {
@@ -81,5 +80,4 @@ def parse_event(logical_topic: str, key: bytes | None, raw: bytes | None) -> Cou
         action="value" if is_value else body["action"],
         value=body["new_value"] if is_value else body["value"],
         name=None if is_value else body["name"],
-        old_value=body["old_value"] if is_value else None,
     )

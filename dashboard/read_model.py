@@ -123,7 +123,7 @@ class Update:
     def as_argument(self) -> dict:
         if self.dv:
             return {"id": self.id, "ts": self.ts, "dv": self.dv}
-        return {k: v for k, v in self.__dict__.items() if v is not None and k != "dv"}
+        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 def coalesce(events: Iterable[CountEvent]) -> dict[str, Update]:

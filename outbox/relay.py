@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
@@ -140,7 +140,7 @@ class RelayOptions:
     rebalance_interval: float = 0.5
     report_interval: float = 10.0
     shutdown_grace: float = 30.0
-    max_attempts: int = 10
+    max_attempts: int = field(default_factory=lambda: settings.OUTBOX_MAX_ATTEMPTS)
 
 
 class Relay:

@@ -87,7 +87,6 @@ class Command(BaseCommand):
                 poll_interval=options["poll_interval"],
                 rebalance_interval=options["rebalance_interval"],
                 report_interval=options["report_interval"],
-                max_attempts=settings.OUTBOX_MAX_ATTEMPTS,
             )
         )
         signal.signal(signal.SIGTERM, relay.stop)

@@ -158,9 +158,8 @@ def _topic_configs(admin: AdminClient, names: list[str], timeout: float) -> dict
     return {resource.name: future.result() for resource, future in futures.items()}
 
 
-def topic_drift(names: list[str], timeout: float = 30) -> list[Drift]:
+def _topic_drift(admin: AdminClient, names: list[str], timeout: float) -> list[Drift]:
     """How these existing topics differ from the layout in settings."""
-    admin = admin_client()
     topics = admin.list_topics(timeout=timeout).topics
     configs = _topic_configs(admin, names, timeout)
     drift = []
@@ -202,7 +201,7 @@ def ensure_topic_layout(
     report = LayoutReport(states=ensure_topics(logical_names, timeout))
     admin = admin_client()
     allowed = {"--increase-partitions": increase_partitions, "--alter-configs": alter_configs}
-    for item in topic_drift(list(report.states), timeout):
+    for item in _topic_drift(admin, list(report.states), timeout):
         if allowed.get(item.fix):
             report.changed.append(_repair(admin, item))
         else:

@@ -104,8 +104,8 @@ def read_through(key: str, generation_key: str, loader: Callable[[], Any]) -> An
 def invalidate_counts(count_ids: Iterable[str]) -> None:
     """Bump the generations of these counts and of all list pages; drop their entries.
 
-    One round trip for any number of counts. Raises RedisError: the consumer must not
-    commit its offsets before this succeeded.
+    One round trip for any number of counts; raises RedisError. The consumer does not call
+    this: it queues the same invalidation into its read-model transaction (read_model.py).
     """
     pipe = redis_client().pipeline(transaction=False)
     queue_invalidation(pipe, count_ids)

@@ -290,6 +290,16 @@ def database_url(settings_dict: dict) -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+def process_env(database_url: str, **env: str) -> dict[str, str]:
+    """The environment of a Django process a test starts: tests.settings on `database_url`."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        **env,
+    }
+
+
 @dataclass
 class AppProcess:
     """`manage.py relay`, `manage.py consume` or the ASGI server, as a real OS process."""
@@ -366,9 +376,7 @@ class AppProcesses:
         **env: str,
     ) -> AppProcess:
         environment = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url,
+            **process_env(database_url),
             "PYTHONUNBUFFERED": "1",
             **({"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}),
             **({"REDIS_URL": redis} if redis else {}),

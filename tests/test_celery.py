@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import uuid
@@ -19,7 +18,7 @@ from django.utils import timezone
 from outbox.models import OutboxMessage
 from outbox.retention import prune_published
 from outbox.tasks import prune_published_outbox
-from tests.faults import AppProcess, database_url, wait_for
+from tests.faults import AppProcess, database_url, process_env, wait_for
 
 State = OutboxMessage.State
 
@@ -96,9 +95,7 @@ def start_celery(tmp_path, *args: str, **env: str) -> AppProcess:
     argv += ["--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     argv += ["--hostname", f"ops-{uuid.uuid4().hex[:6]}@%h", *args]
     environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url(connection.settings_dict),
+        **process_env(database_url(connection.settings_dict)),
         "PYTHONUNBUFFERED": "1",
         **env,
     }

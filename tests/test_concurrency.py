@@ -7,11 +7,9 @@ processes, each with its own PostgreSQL connection.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -28,11 +26,10 @@ from counts.services import (
 from outbox.models import OutboxMessage
 from outbox.services import topic_name
 from tests.event_schemas import validate_event
+from tests.faults import ROOT, database_url, process_env
 from tests.outbox_watch import decode
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_in_threads(workers: int, work) -> None:
@@ -134,14 +131,7 @@ for _ in range(int(sys.argv[2])):
 
 def test_concurrent_increments_from_processes_lose_nothing():
     count = count_create(name="multi")
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        ),
-    }
+    env = process_env(database_url(connection.settings_dict))
     deltas, rounds = [1, 7, -3], 60
     processes = [
         subprocess.Popen(

@@ -1,6 +1,5 @@
 """/healthz, /readyz and the check functions, against the real services and a dead port."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import pytest
 from django.conf import settings
 
 from config import health
+from tests.faults import process_env
 
 
 def _closed_port() -> int:
@@ -113,11 +113,7 @@ def test_check_database_down():
         "import django; django.setup(); from config.health import check_database; "
         "r = check_database(); print(r.ok, r.detail.split(':')[0], r.latency_ms < 5000)"
     )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://countstream:countstream@127.0.0.1:{_closed_port()}/nope",
-    }
+    env = process_env(f"postgres://countstream:countstream@127.0.0.1:{_closed_port()}/nope")
     result = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from tests.event_schemas import validate_event
-from tests.faults import ROOT, database_url, free_ports, wait_for
+from tests.faults import ROOT, database_url, free_ports, process_env, wait_for
 from tests.relay_support import assert_commit_order, read_back, wait_until_serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,12 +196,7 @@ def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(s
 
 def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():
     def check(**overrides: str) -> subprocess.CompletedProcess:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url(connection.settings_dict),
-            **overrides,
-        }
+        env = process_env(database_url(connection.settings_dict), **overrides)
         command = [sys.executable, "manage.py", "relay", "--check"]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
 

@@ -7,7 +7,6 @@ broker with this test's own topics. Each scenario prints its figures as a JSON l
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from tests.faults import (
     ROOT,
     SteadyLoad,
     api_client,
+    process_env,
     report,
     wait_for,
 )
@@ -111,12 +111,7 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
 
 def manage(database_url: str, *argv: str, **env: str) -> str:
     """A management command against another database than the test's own."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        **env,
-    }
+    env = process_env(database_url, **env)
     result = subprocess.run(
         [sys.executable, "manage.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True
     )

@@ -1,6 +1,5 @@
 """/healthz, /readyz and the check functions, against the real services and a dead port."""
 
-import socket
 import subprocess
 import sys
 
@@ -8,13 +7,11 @@ import pytest
 from django.conf import settings
 
 from config import health
-from tests.faults import process_env
+from tests.faults import free_ports, process_env
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @pytest.fixture

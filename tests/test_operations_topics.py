@@ -1,7 +1,6 @@
 """`manage.py kafka_topics ensure|describe` against the real broker, on topics of their own."""
 
 import json
-import socket
 import time
 import uuid
 from io import StringIO
@@ -12,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from outbox.kafka import admin_client, describe_topics, topic_configs
 from outbox.services import topic_name
+from tests.faults import free_ports, wait_for
 
 
 @pytest.fixture
@@ -37,16 +37,6 @@ def run_failing(*args: str, match: str) -> tuple[list[str], list[str]]:
     with pytest.raises(CommandError, match=match):
         call_command("kafka_topics", *args, stdout=out, stderr=err)
     return out.getvalue().splitlines(), err.getvalue().splitlines()
-
-
-def eventually(condition, seconds: float = 10) -> bool:
-    """The broker applies committed metadata (configs, partitions) a moment later."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def names() -> list[str]:
@@ -95,7 +85,12 @@ def test_ensure_reports_drift_precisely_and_repairs_only_on_request(topic_prefix
     assert err[0].startswith("warning: adding partitions moves keys")
     assert f"changed {value}: partitions 1 -> 3" in out
     assert f"changed {value}: retention.ms 60000 -> 1209600000" in out
-    assert eventually(lambda: describe_topics([value])[0].configs["retention.ms"] == "1209600000")
+    # The broker applies committed configs a moment later.
+    assert wait_for(
+        lambda: describe_topics([value])[0].configs["retention.ms"] == "1209600000",
+        10,
+        "the new retention.ms",
+    )
     assert len(describe_topics([value])[0].partitions) == 3
 
 
@@ -134,9 +129,7 @@ def test_describe_says_when_topics_are_missing(topic_prefix):
 
 
 def test_unreachable_kafka_is_a_clear_error(settings):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    (port,) = free_ports(1)
     settings.KAFKA_CLIENT_CONFIG = {"bootstrap.servers": f"127.0.0.1:{port}"}
     settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{port}"
     with pytest.raises(CommandError, match=f"Kafka at 127.0.0.1:{port}"):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from confluent_kafka import Consumer, Producer
-from django.conf import settings
+from confluent_kafka import Producer
 
 from outbox import wakeup
 from outbox.kafka import client_config
 
 # Private services to break and app processes to kill (the reliability tests), and an
-# isolated event pipeline per test (the consumer and dashboard tests).
+# isolated event pipeline per test (the consumer and dashboard tests) and Kafka consumers.
 pytest_plugins = ["tests.faults", "tests.pipeline"]
 
 
@@ -29,27 +26,3 @@ def kafka_producer() -> Producer:
     producer = Producer(client_config())
     yield producer
     producer.flush(10)
-
-
-@pytest.fixture
-def kafka_consumer_factory():
-    """Build consumers in a fresh group each; all are closed at the end of the test."""
-    consumers: list[Consumer] = []
-
-    def make(*topics: str, group: str | None = None) -> Consumer:
-        consumer = Consumer(
-            client_config(
-                **{
-                    "group.id": group or f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}",
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": False,
-                }
-            )
-        )
-        consumer.subscribe(list(topics))
-        consumers.append(consumer)
-        return consumer
-
-    yield make
-    for consumer in consumers:
-        consumer.close()

@@ -4,6 +4,7 @@ Each test gets its own topics, consumer group and Redis keys (a fresh run id, wh
 subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
 its topics and keys are deleted afterwards.
 `publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
+The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -43,6 +44,22 @@ def database_truth() -> dict[str, tuple[str, int]]:
 def read_model_state(client: Redis | None = None) -> dict[str, tuple[str, int]]:
     counts = read_model.snapshot(client).counts
     return {count_id: (entry["name"], entry["value"]) for count_id, entry in counts.items()}
+
+
+def earliest_consumer(*topics: str, group: str | None = None) -> Consumer:
+    """A consumer of `topics` from their start, in a fresh group unless `group` is given;
+    it commits nothing by itself. The caller closes it."""
+    consumer = Consumer(
+        client_config(
+            **{
+                "group.id": group or f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    consumer.subscribe(list(topics))
+    return consumer
 
 
 @dataclass
@@ -80,16 +97,7 @@ class Pipeline:
         DashboardConsumer(once=True).run()
 
     def read_all(self, logical_topic: str, expected: int, timeout: float = 20) -> list[Message]:
-        consumer = Consumer(
-            client_config(
-                **{
-                    "group.id": f"{settings.KAFKA_TOPIC_PREFIX}reader-{uuid.uuid4().hex[:6]}",
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": False,
-                }
-            )
-        )
-        consumer.subscribe([topic_name(logical_topic)])
+        consumer = earliest_consumer(topic_name(logical_topic))
         messages: list[Message] = []
         deadline = time.monotonic() + timeout
         try:
@@ -117,6 +125,20 @@ class Pipeline:
             probe.close()
         done = [max(tp.offset, 0) for tp in committed.topic_partitions]
         return sum(end - offset for end, offset in zip(ends, done, strict=True))
+
+
+@pytest.fixture
+def kafka_consumer_factory() -> Iterator[Callable[..., Consumer]]:
+    """Build consumers with `earliest_consumer`; all are closed at the end of the test."""
+    consumers: list[Consumer] = []
+
+    def make(*topics: str, group: str | None = None) -> Consumer:
+        consumers.append(earliest_consumer(*topics, group=group))
+        return consumers[-1]
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
 
 
 @pytest.fixture

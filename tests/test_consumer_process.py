@@ -21,13 +21,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigterm(
-    pipeline,
-    app_processes,
-    test_database_url,
+    pipeline, app_stack
 ):
     (port,) = free_ports(1)
-    spawn = {"database_url": test_database_url, **pipeline.env}
-    first = app_processes.spawn("consume", "--metrics-port", str(port), **spawn)
+    first = app_stack("consume", "--metrics-port", str(port))
     counts = [services.count_create(name=f"p{i}", value=i + 1) for i in range(6)]
     pipeline.publish_pending()
     wait_for(lambda: read_model_state() == database_truth(), 30, "the first consumer")
@@ -39,7 +36,7 @@ def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigte
     for name in ("events_total", "event_age_seconds_count", "dead_letters"):
         assert f"countstream_consumer_{name}" in metrics()
 
-    second = app_processes.spawn("consume", "--metrics-port", "0", **spawn)
+    second = app_stack("consume", "--metrics-port", "0")
     wait_for(lambda: "revoked" in first.log() and "assigned" in second.log(), 30, "a rebalance")
     for count in counts:
         services.count_increment(count_id=count.id, delta=10)
@@ -50,18 +47,12 @@ def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigte
     assert pipeline.lag() == 0
 
 
-def test_a_starting_consumer_shows_every_count_of_the_database_at_once(
-    pipeline,
-    app_processes,
-    test_database_url,
-):
+def test_a_starting_consumer_shows_every_count_of_the_database_at_once(app_stack):
     # Counts whose events are long consumed (or a Redis that lost the read model): the
     # page must not wait for each count's next write to show it.
     for i in range(3):
         services.count_create(name=f"existing-{i}", value=i)
-    consumer = app_processes.spawn(
-        "consume", "--metrics-port=0", database_url=test_database_url, **pipeline.env
-    )
+    consumer = app_stack("consume", "--metrics-port=0")
     wait_for(lambda: read_model_state() == database_truth(), 30, "the read model to catch up")
     assert "caught up at start" in consumer.log()
     assert consumer.terminate() == 0
@@ -69,18 +60,9 @@ def test_a_starting_consumer_shows_every_count_of_the_database_at_once(
 
 @pytest.mark.slow
 def test_while_redis_is_down_the_consumer_retries_commits_nothing_and_skips_nothing(
-    pipeline,
-    app_processes,
-    test_database_url,
-    private_redis,
+    pipeline, app_stack, private_redis
 ):
-    consumer = app_processes.spawn(
-        "consume",
-        "--metrics-port=0",
-        database_url=test_database_url,
-        redis=private_redis.url(15),
-        **pipeline.env,
-    )
+    consumer = app_stack("consume", "--metrics-port=0", redis=private_redis.url(15))
     client = redis.Redis.from_url(private_redis.url(15))
     count = services.count_create(name="patient", value=1)
     pipeline.publish_pending()
@@ -117,14 +99,9 @@ def _random_writes(count_ids: list, seed: int, writes: int = 120) -> None:
 
 
 @pytest.mark.slow
-def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
-    pipeline,
-    app_processes,
-    test_database_url,
-):
-    spawn = {"database_url": test_database_url, **pipeline.env}
-    app_processes.spawn("relay", "--metrics-port=0", **spawn)
-    app_processes.spawn("consume", "--metrics-port=0", **spawn)
+def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(app_stack):
+    app_stack("relay", "--metrics-port=0")
+    app_stack("consume", "--metrics-port=0")
     count_ids = [services.count_create(name=f"burst-{i}").id for i in range(8)]
 
     with ThreadPoolExecutor(4) as pool:
@@ -139,18 +116,8 @@ def test_after_a_burst_of_concurrent_writes_the_dashboard_equals_the_database(
 
 
 @pytest.mark.slow
-def test_without_kafka_the_consumer_waits_for_it_and_still_exits_zero_on_sigterm(
-    pipeline,
-    app_processes,
-    test_database_url,
-):
+def test_without_kafka_the_consumer_waits_for_it_and_still_exits_zero_on_sigterm(app_stack):
     (dead_port,) = free_ports(1)
-    consumer = app_processes.spawn(
-        "consume",
-        "--metrics-port=0",
-        database_url=test_database_url,
-        kafka=f"127.0.0.1:{dead_port}",
-        **pipeline.env,
-    )
+    consumer = app_stack("consume", "--metrics-port=0", kafka=f"127.0.0.1:{dead_port}")
     wait_for(lambda: "cannot reach Kafka" in consumer.log(), 30, "the consumer to wait")
     assert consumer.terminate() == 0

@@ -83,12 +83,8 @@ def test_stream_refuses_a_malformed_last_event_id(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_stream_resumes_from_last_event_id_without_losing_or_repeating(
-    pipeline,
-    app_processes,
-    test_database_url,
-):
-    _, url = app_processes.web(database_url=test_database_url, **pipeline.env)
+def test_stream_resumes_from_last_event_id_without_losing_or_repeating(app_stack):
+    _, url = app_stack("web")
     count_id = str(uuid.uuid4())
     read_model.apply_events([value_event(count_id, 1, 1)])
     page_loaded_at = read_model.snapshot().stream_id
@@ -114,17 +110,12 @@ def test_stream_resumes_from_last_event_id_without_losing_or_repeating(
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_in_chromium_the_page_shows_api_writes_live_without_reload(
-    pipeline,
-    app_processes,
-    test_database_url,
-):
+def test_in_chromium_the_page_shows_api_writes_live_without_reload(app_stack):
     user = get_user_model().objects.create_user("writer", password="not-used")
     token = Token.objects.create(user=user).key
-    spawn = {"database_url": test_database_url, **pipeline.env}
-    _, url = app_processes.web(**spawn)
-    app_processes.spawn("relay", "--metrics-port=0", **spawn)
-    app_processes.spawn("consume", "--metrics-port=0", **spawn)
+    _, url = app_stack("web")
+    app_stack("relay", "--metrics-port=0")
+    app_stack("consume", "--metrics-port=0")
     api = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=10)
 
     with sync_playwright() as playwright:

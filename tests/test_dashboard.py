@@ -16,6 +16,7 @@ from rest_framework.authtoken.models import Token
 from counts import services
 from dashboard import cache, read_model
 from dashboard.events import CountEvent
+from tests.faults import api_client
 
 
 def server_sent_events(response: httpx.Response) -> Iterator[dict[str, str]]:
@@ -116,7 +117,7 @@ def test_in_chromium_the_page_shows_api_writes_live_without_reload(app_stack):
     _, url = app_stack("web")
     app_stack("relay", "--metrics-port=0")
     app_stack("consume", "--metrics-port=0")
-    api = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=10)
+    api = api_client(url, token)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

@@ -18,10 +18,7 @@ from collections.abc import Iterator
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count as Rows
-from django.db.models import Min
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import (
@@ -35,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from outbox.models import OutboxMessage
+from outbox.selectors import outbox_backlog
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +64,7 @@ class OutboxCollector(Collector):
             "countstream_outbox_query_up", "1 if the outbox figures could be read"
         )
         try:
-            figures = outbox_figures()
+            backlog = outbox_backlog()
         except DatabaseError as exc:
             logger.warning("metrics: cannot read the outbox: %s", exc)
             up.add_metric([], 0)
@@ -76,33 +73,21 @@ class OutboxCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield GaugeMetricFamily(
-            "countstream_outbox_pending_rows", "Outbox rows not yet published", figures["pending"]
+            "countstream_outbox_pending_rows", "Outbox rows not yet published", backlog.pending
         )
         yield GaugeMetricFamily(
             "countstream_outbox_oldest_pending_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none)",
-            figures["oldest_pending_age_seconds"],
+            backlog.oldest_age_s,
         )
         yield GaugeMetricFamily(
             "countstream_outbox_parked_rows",
             "Outbox rows parked after repeated failures (need an operator)",
-            figures["parked"],
+            backlog.parked,
         )
 
 
 REGISTRY.register(OutboxCollector())
-
-
-def outbox_figures() -> dict[str, float]:
-    pending = OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING)
-    figures = pending.aggregate(rows=Rows("id"), oldest=Min("created_at"))
-    oldest = figures["oldest"]
-    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-    return {
-        "pending": figures["rows"],
-        "oldest_pending_age_seconds": max(age, 0.0),
-        "parked": OutboxMessage.objects.filter(state=OutboxMessage.State.PARKED).count(),
-    }
 
 
 def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:

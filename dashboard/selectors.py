@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import time
 
-from django.db.models import Count as Rows
-from django.db.models import Min
-from django.utils import timezone
-
 from dashboard import read_model
-from outbox.models import OutboxMessage
+from outbox.selectors import outbox_backlog
 
 
 def relay_backlog() -> dict[str, float]:
     """Outbox rows the relay has not published yet, and the age of the oldest one."""
-    pending = OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING)
-    figures = pending.aggregate(rows=Rows("id"), oldest=Min("created_at"))
-    oldest = figures["oldest"]
-    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
-    return {"relay_backlog": figures["rows"], "relay_oldest_age_s": round(age, 1)}
+    backlog = outbox_backlog()
+    return {"relay_backlog": backlog.pending, "relay_oldest_age_s": round(backlog.oldest_age_s, 1)}
 
 
 def operations(consumer_stats: dict[str, str]) -> dict[str, float | None]:

@@ -27,6 +27,7 @@ from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
 from outbox.models import OutboxMessage
+from outbox.selectors import BACKLOG_SQL, Backlog
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +63,6 @@ _RECORD_FAILURE = f"""
 # Backlog, oldest pending age, parked rows: each part answered by a partial index, never
 # by a scan of the (mostly published) table. Ids grow with time, so the oldest pending
 # row is among the first of each lane.
-_STATS = f"""
-    SELECT (SELECT count(*) FROM {TABLE} WHERE state = 'pending'),
-           (SELECT extract(epoch FROM now() - min(first.created_at))
-              FROM generate_series(0, %(lanes)s - 1) AS lanes(lane)
-             CROSS JOIN LATERAL (
-                    SELECT created_at FROM {TABLE}
-                     WHERE state = 'pending' AND lane = lanes.lane
-                     ORDER BY id LIMIT 1
-                  ) AS first),
-           (SELECT count(*) FROM {TABLE} WHERE state = 'parked')
-"""
-
 # Errors of the cluster, not of the message: retried without limit, never parked.
 _TRANSIENT = {
     KafkaError._MSG_TIMED_OUT,
@@ -439,11 +428,11 @@ class Relay:
     # ------------------------------------------------------------------ reports
 
     def _report(self, conn: psycopg.Connection) -> None:
-        backlog, oldest, parked = conn.execute(_STATS, {"lanes": self.leases.lanes}).fetchone()
-        oldest = float(oldest or 0)
-        metrics.BACKLOG.set(backlog)
-        metrics.OLDEST_AGE.set(oldest)
-        metrics.PARKED_ROWS.set(parked)
+        row = conn.execute(BACKLOG_SQL, {"lanes": self.leases.lanes}).fetchone()
+        backlog = Backlog.from_row(row)
+        metrics.BACKLOG.set(backlog.pending)
+        metrics.OLDEST_AGE.set(backlog.oldest_age_s)
+        metrics.PARKED_ROWS.set(backlog.parked)
         elapsed = self.options.report_interval + time.monotonic() - self._next_report
         logger.info(
             "relay: lanes %d/%d (%d relays), published %d (%.0f/s), errors %d, "
@@ -454,9 +443,9 @@ class Relay:
             self._published_since_report,
             self._published_since_report / max(elapsed, 1e-3),
             self._errors_since_report,
-            backlog,
-            oldest,
-            parked,
+            backlog.pending,
+            backlog.oldest_age_s,
+            backlog.parked,
         )
         self._published_since_report = self._errors_since_report = 0
         self._next_report = time.monotonic() + self.options.report_interval

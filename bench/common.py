@@ -48,6 +48,7 @@ def setup_bench() -> BenchEnv:
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     overrides = {
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "false",  # as in production: DEBUG records every query
         "DATABASE_URL": database_url,
         "KAFKA_TOPIC_PREFIX": f"bench.{run_id}.",
         "KAFKA_CONSUMER_GROUP": f"bench.{run_id}.dashboard",

@@ -113,7 +113,12 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DATABASES["default"]["OPTIONS"] = {"connect_timeout": 5}
+# Server-side binding lets psycopg prepare the statements a process repeats (every write
+# and read of the API), so PostgreSQL plans each once per connection, not per execution.
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": 5,
+    "server_side_binding": env.bool("DATABASE_SERVER_SIDE_BINDING", default=True),
+}
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 

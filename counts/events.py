@@ -3,7 +3,7 @@
 import time
 
 from counts.models import Count
-from outbox.services import Event
+from outbox.services import Event, Sql
 
 COUNT_VALUE_UPDATED = "count-value-updated"
 COUNT_INFO_UPDATED = "count-info-updated"
@@ -14,15 +14,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _event(topic: str, count: Count, version: int, body: dict) -> Event:
-    count_id = str(count.id)
+def _event(topic: str, count_id: object, version: int | Sql, body: dict) -> Event:
+    key = str(count_id)
     return Event(
         topic=topic,
-        key=count_id,
-        value={"count_id": count_id, **body, "version": version, "timestamp": now_ms()},
+        key=key,
+        value={"count_id": key, **body, "version": version, "timestamp": now_ms()},
         headers={
             "event_type": topic,
-            "count_version": str(version),
+            "count_version": Sql(f"{version.expression}::text")
+            if isinstance(version, Sql)
+            else str(version),
             "content_type": "application/json",
         },
     )
@@ -30,9 +32,16 @@ def _event(topic: str, count: Count, version: int, body: dict) -> Event:
 
 def value_updated(count: Count, old_value: int) -> Event:
     body = {"old_value": old_value, "new_value": count.value}
-    return _event(COUNT_VALUE_UPDATED, count, count.version, body)
+    return _event(COUNT_VALUE_UPDATED, count.id, count.version, body)
+
+
+def value_incremented(count_id: object) -> Event:
+    """value_updated() of an increment, for the statement that does it: the fields only that
+    UPDATE knows are read from its updated row (counts.services.count_increment)."""
+    body = {"old_value": Sql("value - %(delta)s"), "new_value": Sql("value")}
+    return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body)
 
 
 def info_updated(count: Count, action: str, version: int | None = None) -> Event:
     body = {"action": action, "name": count.name, "value": count.value}
-    return _event(COUNT_INFO_UPDATED, count, version or count.version, body)
+    return _event(COUNT_INFO_UPDATED, count.id, version or count.version, body)

@@ -20,6 +20,13 @@ class OutboxError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Sql:
+    """A field PostgreSQL computes from the changed row, in events for `enqueue_with`."""
+
+    expression: str
+
+
+@dataclass(frozen=True)
 class Event:
     """An event to publish: `topic` is the logical name, the prefix is added on enqueue."""
 
@@ -44,38 +51,58 @@ def serialize(value: Mapping) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _stamped(event: Event) -> tuple[dict, dict]:
+    """The event's value and headers, both carrying its id."""
+    event_id = str(event.event_id)
+    return {"event_id": event_id, **event.value}, {"event_id": event_id, **event.headers}
+
+
 def enqueue(*events: Event) -> list[OutboxMessage]:
     """Write events to the outbox as part of the current transaction.
 
     Refuses to run outside `transaction.atomic()`: an event committed without its change
     (or a change without its event) is exactly what the outbox exists to prevent.
     """
-    if not connection.in_atomic_block:
-        raise OutboxError("outbox.enqueue() must run inside transaction.atomic()")
-    rows = [
-        OutboxMessage(
-            event_id=event.event_id,
-            topic=topic_name(event.topic),
-            key=event.key,
-            value=serialize({"event_id": str(event.event_id), **event.value}),
-            headers={"event_id": str(event.event_id), **event.headers},
-            lane=lane_for_key(event.key),
+    _require_atomic()
+    rows = []
+    for event in events:
+        value, headers = _stamped(event)
+        rows.append(
+            OutboxMessage(
+                event_id=event.event_id,
+                topic=topic_name(event.topic),
+                key=event.key,
+                value=serialize(value),
+                headers=headers,
+                lane=lane_for_key(event.key),
+            )
         )
-        for event in events
-    ]
     _insert(rows)
-    # Wake the relay after the commit, never inside it: see outbox/wakeup.py.
-    transaction.on_commit(wakeup.notify_relays, robust=True)
+    _wake_relays_after_commit()
     return rows
 
 
+def _require_atomic() -> None:
+    # An event committed without its change (or a change without its event) is exactly
+    # what the outbox exists to prevent.
+    if not connection.in_atomic_block:
+        raise OutboxError("outbox.enqueue() must run inside transaction.atomic()")
+
+
+def _wake_relays_after_commit() -> None:
+    # After the commit, never inside it: see outbox/wakeup.py.
+    transaction.on_commit(wakeup.notify_relays, robust=True)
+
+
+_TABLE = OutboxMessage._meta.db_table
+_COLUMNS = "event_id, topic, key, value, headers, lane, state, created_at, attempts, last_error"
+_NEW = f"'{OutboxMessage.State.PENDING}', now(), 0, ''"  # state, created_at, attempts, error
 _INSERT = f"""
-    INSERT INTO {OutboxMessage._meta.db_table}
-           (event_id, topic, key, value, headers, lane, state, created_at, attempts, last_error)
+    INSERT INTO {_TABLE} ({_COLUMNS})
     VALUES {{rows}}
  RETURNING id, created_at
 """
-_ROW = f"(%s, %s, %s, %s, %s, %s, '{OutboxMessage.State.PENDING}', now(), 0, '')"
+_ROW = f"(%s, %s, %s, %s, %s, %s, {_NEW})"
 
 
 def _insert(rows: list[OutboxMessage]) -> None:
@@ -98,3 +125,55 @@ def _insert(rows: list[OutboxMessage]) -> None:
         for row, (pk, created_at) in zip(rows, cursor.fetchall(), strict=True):
             row.pk, row.created_at = pk, created_at
             row._state.adding = False
+
+
+def enqueue_with(event: Event, source: str) -> tuple[str, dict]:
+    """The outbox INSERT for a statement that changes a row and writes its event at once.
+
+    One round trip instead of two, for the hottest writes. `source` names a CTE of the
+    caller's statement (one event per row of it); the event's `Sql` fields are expressions
+    over its columns. The value comes out byte for byte as `serialize()` would write it.
+    Returns the INSERT, to place in the statement's WITH, and the parameters to add to the
+    statement's; the caller runs it in the current transaction.
+    """
+    _require_atomic()
+    params: dict[str, object] = {
+        "outbox_event_id": event.event_id,
+        "outbox_topic": topic_name(event.topic),
+        "outbox_key": event.key,
+        "outbox_lane": lane_for_key(event.key),
+    }
+    value, headers = _stamped(event)
+    insert = f"""
+        INSERT INTO {_TABLE} ({_COLUMNS})
+        SELECT %(outbox_event_id)s::uuid, %(outbox_topic)s::text, %(outbox_key)s::text,
+               convert_to({_json_sql(value, params)}, 'UTF8'),
+               {_jsonb_sql(headers, params)}, %(outbox_lane)s::smallint, {_NEW}
+          FROM {source}
+    """
+    _wake_relays_after_commit()
+    return insert, params
+
+
+def _json_sql(fields: Mapping, params: dict) -> str:
+    """SQL for the compact JSON text of `fields`: Python serialises the known parts (as
+    parameters), PostgreSQL's to_json() the `Sql` ones."""
+    parts = []
+    for n, (name, part) in enumerate(fields.items()):
+        opening = f"{'{' if n == 0 else ','}{json.dumps(name)}:"
+        if isinstance(part, Sql):
+            params[f"outbox_value_{n}"] = opening
+            parts.append(f"%(outbox_value_{n})s::text, to_json({part.expression})")
+        else:
+            params[f"outbox_value_{n}"] = opening + json.dumps(part, ensure_ascii=False)
+            parts.append(f"%(outbox_value_{n})s::text")
+    return f"concat({', '.join(parts)}, '}}')"
+
+
+def _jsonb_sql(fields: Mapping, params: dict) -> str:
+    """SQL for the jsonb of `fields` (the headers column), its `Sql` fields computed."""
+    known = {name: part for name, part in fields.items() if not isinstance(part, Sql)}
+    computed = [(name, part) for name, part in fields.items() if isinstance(part, Sql)]
+    params["outbox_headers"] = json.dumps(known)
+    pairs = ", ".join(f"'{name}', {part.expression}" for name, part in computed)
+    return f"%(outbox_headers)s::jsonb || jsonb_build_object({pairs})"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 
 from counts.management.commands.seed_demo import DEMO_COUNTS
 from counts.models import INT64_MAX, INT64_MIN, Count
@@ -19,7 +19,8 @@ from counts.services import (
     count_set,
     count_update_info,
 )
-from outbox.services import Event, OutboxError, enqueue
+from outbox.models import OutboxMessage
+from outbox.services import Event, OutboxError, Sql, enqueue, enqueue_with, serialize
 from tests.outbox_watch import OutboxWatch, info_event, value_event
 
 pytestmark = pytest.mark.django_db
@@ -265,6 +266,30 @@ def test_enqueue_refuses_to_run_outside_a_transaction():
     event = Event(topic="count-value-updated", key="k", value={})
     with pytest.raises(OutboxError, match="must run inside"):
         enqueue(event)
+    with pytest.raises(OutboxError, match="must run inside"):
+        enqueue_with(event, source="changed")
+
+
+def test_an_event_built_in_sql_has_the_bytes_python_would_write(count):
+    """enqueue_with's JSON, part Python and part PostgreSQL, equals serialize()'s."""
+    known = {"text": 'quote " and ünïcode', "number": -(2**63), "nothing": None}
+    event = Event(
+        topic="count-value-updated",
+        key=str(count.id),
+        value={**known, "from_row": Sql("value"), "name": Sql("name")},
+        headers={"kind": "test", "from_row": Sql("version::text")},
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        insert, params = enqueue_with(event, source="row")
+        cursor.execute(
+            f"WITH row AS (SELECT * FROM counts_count WHERE id = %(id)s), event AS ({insert})"
+            " SELECT 1",
+            {"id": count.id, **params},
+        )
+    row = OutboxMessage.objects.get(event_id=event.event_id)
+    expected = {"event_id": str(event.event_id), **known, "from_row": 10, "name": "visits"}
+    assert bytes(row.value) == serialize(expected)
+    assert row.headers == {"event_id": str(event.event_id), "kind": "test", "from_row": "1"}
 
 
 # --- the demo seed --------------------------------------------------------------------------

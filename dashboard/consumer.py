@@ -54,6 +54,10 @@ KNOWN_IDS_LIMIT = 100_000
 # Redis runs one script at a time: about 500 updates keep each batch's script near 10 ms,
 # so catching up on a backlog never stalls the API's cache reads for long.
 BATCH_SIZE = 500
+# Offsets are committed after the effects, at most this often while events flow and at
+# once when they stop: every commit is a write to the broker's offsets log, and a crash
+# only replays what came since the last one (idempotent, see docs/caching.md).
+COMMIT_INTERVAL_SECONDS = 0.2
 _STORES_DOWN = (RedisError, DatabaseError)
 
 
@@ -113,6 +117,8 @@ class DashboardConsumer:
         self._assigned: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
         self._done: dict[tuple[str, int], int] = {}  # next offset to commit
+        self._committed: dict[tuple[str, int], int] = {}
+        self._next_commit = 0.0
         self._known_ids: set[str] = set()
         self._processed = 0
         self._last_report = (time.monotonic(), 0)
@@ -159,7 +165,9 @@ class DashboardConsumer:
         )
         logger.info("consuming %s as group %s", ", ".join(self.topics), self._group)
         while self._running and not (self.once and self._caught_up()):
-            self._handle(self._next_batch())
+            batch = self._next_batch()
+            self._handle(batch)
+            self._commit_if_due(idle=not batch)
             self._report()
 
     def _prepare_replay(self) -> None:
@@ -242,7 +250,6 @@ class DashboardConsumer:
             return  # stopping while Kafka refuses them: uncommitted, so redelivered
         for message in records:
             self._done[(message.topic(), message.partition())] = message.offset() + 1
-        self._commit(asynchronous=True)
         events = [event for _, event in parsed if event.count_id not in unknown]
         self._account(events, records, time.perf_counter() - started)
 
@@ -362,10 +369,16 @@ class DashboardConsumer:
             ("dlq_failed_at", str(now_ms())),
         ]
 
+    def _commit_if_due(self, *, idle: bool) -> None:
+        if self._done != self._committed and (idle or time.monotonic() >= self._next_commit):
+            self._commit(asynchronous=True)
+
     def _commit(self, *, asynchronous: bool) -> None:
         if not self._done:
             return
         offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._done.items()]
+        self._committed = dict(self._done)
+        self._next_commit = time.monotonic() + COMMIT_INTERVAL_SECONDS
         try:
             self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:  # e.g. a rebalance took the partitions: redelivered

@@ -52,6 +52,7 @@ _CLAIM = f"""
              LIMIT %(per_lane)s
           ) AS row
 """
+_PREPARED_CLAIM_MAX_EXCLUDED = 64
 _RECORD_FAILURE = f"""
     UPDATE {TABLE}
        SET attempts = attempts + 1, last_error = %(error)s,
@@ -279,9 +280,12 @@ class Relay:
             "being_marked": self._marker.in_progress,
             "per_lane": -(-self.options.batch_size // len(lanes)),
         }
-        # Planned afresh each time: with the ids as constants, PostgreSQL hashes the
-        # exclusion list instead of scanning it for every row (a prepared plan would).
-        rows = conn.execute(_CLAIM, params, prepare=False)
+        # A short exclusion list (a steady trickle of writes) uses the prepared plan:
+        # planning would cost more than the claim itself. A long one (draining a backlog)
+        # is planned afresh: with the ids as constants, PostgreSQL hashes the list instead of
+        # scanning it for every row, as a prepared plan would.
+        prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
+        rows = conn.execute(_CLAIM, params, prepare=prepare)
         return [
             OutboxRow(row_id, topic, key, value, json.loads(headers), created_at)
             for row_id, topic, key, value, headers, created_at in rows

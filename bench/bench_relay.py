@@ -77,16 +77,16 @@ def prefill(keys: list[str]) -> None:
             INSERT INTO {OutboxMessage._meta.db_table}
                    (event_id, topic, key, value, headers, lane, state, created_at, attempts,
                     last_error)
-            SELECT e.id, %(topic)s, e.key,
+            SELECT e.id, %(topic)s::text, e.key,
                    convert_to(json_build_object(
                        'event_id', e.id, 'count_id', e.key, 'old_value', e.v - 1,
                        'new_value', e.v, 'version', e.v + 1,
                        'timestamp', (extract(epoch FROM now()) * 1000)::bigint)::text, 'UTF8'),
-                   jsonb_build_object('event_id', e.id, 'event_type', %(logical)s,
+                   jsonb_build_object('event_id', e.id, 'event_type', %(logical)s::text,
                        'count_version', (e.v + 1)::text, 'content_type', 'application/json'),
                    e.lane, 'pending', now(), 0, ''
               FROM (SELECT gen_random_uuid() AS id, k.key, k.lane, v
-                      FROM generate_series(1, %(per_key)s) AS v
+                      FROM generate_series(1, %(per_key)s::int) AS v
                      CROSS JOIN unnest(%(keys)s::text[], %(lanes)s::int[]) AS k(key, lane)
                      ORDER BY v, k.key) AS e
             """,

@@ -10,13 +10,12 @@ pending, and whoever holds the lane next sends them again (duplicates, never gap
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import NamedTuple
 
+import orjson
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 from django.conf import settings
@@ -37,7 +36,8 @@ TABLE = OutboxMessage._meta.db_table
 # retry backoff. Each lane gets its slice of the batch, so one busy lane cannot starve
 # the rest; every lane is a range scan of the partial index (lane, id) WHERE pending.
 _CLAIM = f"""
-    SELECT row.id, row.topic, row.key, row.value, row.headers::text, row.created_at
+    SELECT row.id, row.topic, row.key, row.value, row.headers::text,
+           extract(epoch FROM row.created_at)::float8
       FROM unnest(%(lanes)s::int[]) AS owned(lane)
      CROSS JOIN LATERAL (
             SELECT o.id, o.topic, o.key, o.value, o.headers, o.created_at
@@ -119,7 +119,7 @@ class OutboxRow(NamedTuple):
     key: str
     value: bytes
     headers: dict[str, str]
-    created_at: datetime
+    created: float  # epoch seconds
 
 
 @dataclass(frozen=True)
@@ -285,10 +285,10 @@ class Relay:
         # is planned afresh: with the ids as constants, PostgreSQL hashes the list instead of
         # scanning it for every row, as a prepared plan would.
         prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
-        rows = conn.execute(_CLAIM, params, prepare=prepare)
+        rows = conn.execute(_CLAIM, params, prepare=prepare).fetchall()
         return [
-            OutboxRow(row_id, topic, key, value, json.loads(headers), created_at)
-            for row_id, topic, key, value, headers, created_at in rows
+            OutboxRow(row_id, topic, key, value, orjson.loads(headers), created)
+            for row_id, topic, key, value, headers, created in rows
         ]
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
@@ -301,12 +301,10 @@ class Relay:
         self._settle(conn, rows, results)
 
     def _produce(self, row: OutboxRow, results: dict[int, KafkaError | None]) -> bool:
-        created = row.created_at.timestamp()
-
         def delivered(error: KafkaError | None, _message) -> None:
             results[row.id] = error
             if error is None:
-                metrics.DELIVERY_AGE.observe(time.time() - created)
+                metrics.DELIVERY_AGE.observe(time.time() - row.created)
 
         while True:
             try:

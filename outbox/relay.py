@@ -285,7 +285,8 @@ class Relay:
         # is planned afresh: with the ids as constants, PostgreSQL hashes the list instead of
         # scanning it for every row, as a prepared plan would.
         prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
-        rows = conn.execute(_CLAIM, params, prepare=prepare).fetchall()
+        # Binary results: the values arrive as raw bytes, not hex text to decode.
+        rows = conn.execute(_CLAIM, params, prepare=prepare, binary=True).fetchall()
         return [
             OutboxRow(row_id, topic, key, value, orjson.loads(headers), created)
             for row_id, topic, key, value, headers, created in rows

@@ -16,6 +16,7 @@ for a moment a lane may be nobody's; never is it two relays'.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -57,10 +58,16 @@ class LaneLeases:
         rank = members.index(pid)
         return self.lanes // self.relays + (1 if rank < self.lanes % self.relays else 0)
 
-    def rebalance(self, conn: psycopg.Connection) -> tuple[set[int], set[int]]:
-        """Move toward this relay's fair share; return the lanes (gained, released)."""
+    def rebalance(
+        self, conn: psycopg.Connection, before_release: Callable[[], object] = lambda: None
+    ) -> tuple[set[int], set[int]]:
+        """Move toward this relay's fair share; return the lanes (gained, released).
+
+        `before_release` runs before any lane is given up (the relay finishes marking).
+        """
         target = self.share(conn)
         if len(self.owned) > target:
+            before_release()
             released = set(sorted(self.owned)[target:])
             conn.execute(
                 "SELECT pg_advisory_unlock(%s, lane) FROM unnest(%s::int[]) AS lane",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -53,6 +54,9 @@ _CLAIM = f"""
           ) AS row
 """
 _PREPARED_CLAIM_MAX_EXCLUDED = 64
+# From this batch size on (draining a backlog), the next batch is claimed while the current
+# one waits for Kafka's acknowledgements; a trickle of single rows gains nothing from it.
+_PREFETCH_MIN_ROWS = 1_000
 _RECORD_FAILURE = f"""
     UPDATE {TABLE}
        SET attempts = attempts + 1, last_error = %(error)s,
@@ -152,6 +156,9 @@ class Relay:
         self._published_since_report = 0
         self._errors_since_report = 0
         self.published_total = 0
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-prefetch")
+        self._prefetched: tuple[Future, frozenset[int]] | None = None  # claim, its lanes
+        self._blocked_keys: set[str] = set()  # keys the last batch could not finish
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +184,7 @@ class Relay:
             if self.options.once:
                 break
         self._await_deliveries()
+        self._prefetcher.shutdown(wait=True)
         logger.info("relay: stopped after publishing %d rows", self.published_total)
         return 1 if self.left_behind else 0
 
@@ -199,6 +207,7 @@ class Relay:
         """
         self.leases.owned.clear()
         metrics.LANES_OWNED.set(0)
+        self._drop_prefetched()
         self._await_deliveries()
         self._reconnects += 1
         delay = backoff(self._reconnects, base=0.5)
@@ -211,13 +220,14 @@ class Relay:
             if time.monotonic() < self._paused_until:
                 self._sleep(min(0.1, self._paused_until - time.monotonic()))
                 continue
-            rows = self._claim(conn)
+            rows = self._take_prefetched() or self._claim(conn)
             if rows:
                 self._publish(conn, rows)
             elif self.options.once:
                 break
             else:
                 self._idle(conn)
+        self._drop_prefetched()
         self._marker.wait()
         if self.options.once:
             self.left_behind = self._pending_in_owned_lanes(conn)
@@ -250,8 +260,8 @@ class Relay:
 
     def _rebalance(self, conn: psycopg.Connection) -> bool:
         """Take or give back lanes toward our fair share; True if we gained any."""
-        self._marker.wait()  # a lane goes to its next owner with its rows marked
-        gained, released = self.leases.rebalance(conn)
+        # A lane goes to its next owner with its rows marked.
+        gained, released = self.leases.rebalance(conn, before_release=self._marker.wait)
         self._next_rebalance = time.monotonic() + self.options.rebalance_interval
         if gained or released:
             logger.info(
@@ -268,7 +278,10 @@ class Relay:
 
     # ------------------------------------------------------------------ claim and publish
 
-    def _claim(self, conn: psycopg.Connection) -> list[OutboxRow]:
+    def _claim(
+        self, conn: psycopg.Connection, in_flight: list[int] | None = None
+    ) -> list[OutboxRow]:
+        """The next batch: per owned lane, its oldest pending rows not already on their way."""
         lanes = sorted(self.leases.owned)
         if not lanes:
             return []
@@ -277,7 +290,7 @@ class Relay:
         params = {
             "lanes": lanes,
             "held_keys": list(self._held_keys),
-            "being_marked": self._marker.in_progress,
+            "being_marked": self._marker.in_progress + (in_flight or []),
             "per_lane": -(-self.options.batch_size // len(lanes)),
         }
         # A short exclusion list (a steady trickle of writes) uses the prepared plan:
@@ -298,8 +311,40 @@ class Relay:
         for row in rows:
             if row.key not in halted and not self._produce(row, results):
                 halted.add(row.key)
+        if len(rows) >= _PREFETCH_MIN_ROWS and not self.stopping:
+            self._prefetch(conn, in_flight=[row.id for row in rows])
         self._await_deliveries()
-        self._settle(conn, rows, results)
+        self._blocked_keys = self._settle(conn, rows, results)
+
+    # ------------------------------------------------------------------ prefetch
+
+    def _prefetch(self, conn: psycopg.Connection, in_flight: list[int]) -> None:
+        """Claim the next batch in the background, beside this batch's acknowledgements.
+
+        It is produced only after this batch is acknowledged and settled, so the order on the
+        wire is the same as without it. What changed meanwhile is applied when it is taken.
+        """
+        claim = self._prefetcher.submit(self._claim, conn, in_flight)
+        self._prefetched = (claim, frozenset(self.leases.owned))
+
+    def _take_prefetched(self) -> list[OutboxRow]:
+        """The prefetched batch, less the keys the batch before it left unfinished (their
+        rows stay pending behind the unfinished one); nothing if the lanes changed since."""
+        if self._prefetched is None:
+            return []
+        claim, lanes = self._prefetched
+        self._prefetched = None
+        rows = claim.result()
+        if lanes != self.leases.owned or time.monotonic() < self._paused_until:
+            return []
+        return [row for row in rows if row.key not in self._blocked_keys | self._held_keys.keys()]
+
+    def _drop_prefetched(self) -> None:
+        """Forget a prefetched batch (its rows stay pending), once its query is done."""
+        if self._prefetched is not None:
+            claim, _ = self._prefetched
+            self._prefetched = None
+            wait([claim])
 
     def _produce(self, row: OutboxRow, results: dict[int, KafkaError | None]) -> bool:
         def delivered(error: KafkaError | None, _message) -> None:
@@ -335,8 +380,8 @@ class Relay:
 
     def _settle(
         self, conn: psycopg.Connection, rows: list[OutboxRow], results: dict[int, KafkaError | None]
-    ) -> None:
-        """Mark what Kafka acknowledged; record failures.
+    ) -> set[str]:
+        """Mark what Kafka acknowledged; record failures; return the keys left unfinished.
 
         After a key's first failure, its later rows stay pending even if Kafka took them:
         they are sent again behind the failed one, so the key's last word is in order.
@@ -363,6 +408,7 @@ class Relay:
             self._record_failures(conn, failed)
         elif published:
             self._transient_failures = 0
+        return blocked
 
     def _record_failures(
         self, conn: psycopg.Connection, failed: list[tuple[OutboxRow, KafkaError]]

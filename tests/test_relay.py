@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -16,6 +17,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from counts import events, services
+from outbox import relay as relay_module
 from outbox.admin import EstimatedCountPaginator
 from outbox.kafka import ensure_topics
 from outbox.leases import LaneLeases
@@ -104,6 +106,34 @@ def test_a_row_kafka_refuses_is_parked_and_holds_back_only_its_own_key(admin_cli
     assert run_once() == 0
     behind.refresh_from_db()
     assert behind.state == "published"
+
+
+def test_a_prefetched_batch_holds_back_the_later_rows_of_a_key_that_failed(monkeypatch):
+    """The next batch is claimed while Kafka acknowledges the current one; rows of a key
+    that failed in the current batch must still wait behind the failed row."""
+    monkeypatch.setattr(relay_module, "_PREFETCH_MIN_ROWS", 1)  # prefetch every batch
+    with transaction.atomic():
+        (poison,) = enqueue(_event("poisoned", b"p" * 2_000_000))
+        behind = enqueue(*(_event("poisoned") for _ in range(3)))  # next in the same lane
+        others = enqueue(*(_event(f"key-{n}") for n in range(200)))
+
+    relay = Relay(RelayOptions(batch_size=64, max_attempts=100))  # one row per lane a batch
+    serving = threading.Thread(target=relay.run)
+    serving.start()
+    try:
+        published = OutboxMessage.objects.filter(pk__in=[row.pk for row in others])
+        wait_for(
+            lambda: published.filter(state="published").count() == len(others),
+            30,
+            "the other keys published",
+        )
+    finally:
+        relay.stop()
+        serving.join(30)
+    poison.refresh_from_db()
+    assert poison.state == "pending" and poison.attempts >= 1
+    held_back = OutboxMessage.objects.filter(pk__in=[row.pk for row in behind])
+    assert set(held_back.values_list("state", flat=True)) == {"pending"}
 
 
 def test_admin_retry_gives_a_parked_row_a_new_budget(admin_client):

@@ -22,12 +22,15 @@ def _event(topic: str, count_id: object, version: int | Sql, body: dict) -> Even
         value={"count_id": key, **body, "version": version, "timestamp": now_ms()},
         headers={
             "event_type": topic,
-            "count_version": Sql(f"{version.expression}::text")
-            if isinstance(version, Sql)
-            else str(version),
+            "count_version": _text(version),
             "content_type": "application/json",
         },
     )
+
+
+def _text(value: int | Sql) -> str | Sql:
+    """Headers are strings, also when PostgreSQL computes them."""
+    return Sql(f"{value.expression}::text") if isinstance(value, Sql) else str(value)
 
 
 def value_updated(count: Count, old_value: int) -> Event:
@@ -37,7 +40,8 @@ def value_updated(count: Count, old_value: int) -> Event:
 
 def value_incremented(count_id: object) -> Event:
     """value_updated() of an increment, for the statement that does it: the fields only that
-    UPDATE knows are read from its updated row (counts.services.count_increment)."""
+    UPDATE knows are read from its updated row, `%(delta)s` being the statement's parameter
+    (counts.services.count_increment)."""
     body = {"old_value": Sql("value - %(delta)s"), "new_value": Sql("value")}
     return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body)
 

@@ -129,6 +129,21 @@ class OutboxRow(NamedTuple):
     created: float  # epoch seconds
 
 
+def _fetch_claim(conn: psycopg.Connection, params: dict) -> list[OutboxRow]:
+    """Run the claim; also in the prefetch thread, so it touches nothing but its arguments."""
+    # A short exclusion list (a steady trickle of writes) uses the prepared plan: planning
+    # would cost more than the claim itself. A long one (draining a backlog) is planned
+    # afresh: with the ids as constants, PostgreSQL hashes the list instead of scanning it
+    # for every row, as a prepared plan would.
+    prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
+    # Binary results: the values arrive as raw bytes, not hex text to decode.
+    rows = conn.execute(_CLAIM, params, prepare=prepare, binary=True).fetchall()
+    return [
+        OutboxRow(row_id, topic, key, value, orjson.loads(headers), created)
+        for row_id, topic, key, value, headers, created in rows
+    ]
+
+
 @dataclass(frozen=True)
 class RelayOptions:
     batch_size: int = 20_000
@@ -281,32 +296,24 @@ class Relay:
 
     # ------------------------------------------------------------------ claim and publish
 
-    def _claim(
-        self, conn: psycopg.Connection, in_flight: list[int] | None = None
-    ) -> list[OutboxRow]:
+    def _claim(self, conn: psycopg.Connection) -> list[OutboxRow]:
         """The next batch: per owned lane, its oldest pending rows not already on their way."""
+        params = self._claim_params(in_flight=[])
+        return _fetch_claim(conn, params) if params else []
+
+    def _claim_params(self, in_flight: list[int]) -> dict | None:
+        """The claim's parameters, from this relay's state (read in the loop's thread only)."""
         lanes = sorted(self.leases.owned)
         if not lanes:
-            return []
+            return None
         now = time.monotonic()
         self._held_keys = {key: end for key, end in self._held_keys.items() if end > now}
-        params = {
+        return {
             "lanes": lanes,
             "held_keys": list(self._held_keys),
-            "being_marked": self._marker.in_progress + (in_flight or []),
+            "being_marked": self._marker.in_progress + in_flight,
             "per_lane": -(-self.options.batch_size // len(lanes)),
         }
-        # A short exclusion list (a steady trickle of writes) uses the prepared plan:
-        # planning would cost more than the claim itself. A long one (draining a backlog)
-        # is planned afresh: with the ids as constants, PostgreSQL hashes the list instead of
-        # scanning it for every row, as a prepared plan would.
-        prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
-        # Binary results: the values arrive as raw bytes, not hex text to decode.
-        rows = conn.execute(_CLAIM, params, prepare=prepare, binary=True).fetchall()
-        return [
-            OutboxRow(row_id, topic, key, value, orjson.loads(headers), created)
-            for row_id, topic, key, value, headers, created in rows
-        ]
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
         results: dict[int, KafkaError | None] = {}
@@ -328,8 +335,10 @@ class Relay:
         It is produced only after this batch is acknowledged and settled, so the order on the
         wire is the same as without it. What changed meanwhile is applied when it is taken.
         """
-        claim = self._prefetcher.submit(self._claim, conn, in_flight)
-        self._prefetched = (claim, frozenset(self.leases.owned))
+        params = self._claim_params(in_flight)
+        if params:
+            claim = self._prefetcher.submit(_fetch_claim, conn, params)
+            self._prefetched = (claim, frozenset(self.leases.owned))
 
     def _take_prefetched(self) -> list[OutboxRow]:
         """The prefetched batch, less the keys the batch before it left unfinished (their
@@ -341,7 +350,8 @@ class Relay:
         rows = claim.result()
         if lanes != self.leases.owned or time.monotonic() < self._paused_until:
             return []
-        return [row for row in rows if row.key not in self._blocked_keys | self._held_keys.keys()]
+        waiting = self._blocked_keys | self._held_keys.keys()
+        return [row for row in rows if row.key not in waiting]
 
     def _drop_prefetched(self) -> None:
         """Forget a prefetched batch (its rows stay pending), once its query is done."""

@@ -83,8 +83,6 @@ def enqueue(*events: Event) -> list[OutboxMessage]:
 
 
 def _require_atomic() -> None:
-    # An event committed without its change (or a change without its event) is exactly
-    # what the outbox exists to prevent.
     if not connection.in_atomic_block:
         raise OutboxError("outbox.enqueue() must run inside transaction.atomic()")
 

@@ -54,9 +54,9 @@ KNOWN_IDS_LIMIT = 100_000
 # Redis runs one script at a time: about 500 updates keep each batch's script near 10 ms,
 # so catching up on a backlog never stalls the API's cache reads for long.
 BATCH_SIZE = 500
-# Offsets are committed after the effects, at most this often while events flow and at
-# once when they stop: every commit is a write to the broker's offsets log, and a crash
-# only replays what came since the last one (idempotent, see docs/caching.md).
+# Offsets are committed after the effects, at most this often and at the latest this long
+# after the effects: every commit is a write to the broker's offsets log, and a crash only
+# replays what came since the last one (idempotent, see docs/caching.md).
 COMMIT_INTERVAL_SECONDS = 0.2
 _STORES_DOWN = (RedisError, DatabaseError)
 
@@ -185,7 +185,10 @@ class DashboardConsumer:
         return bool(self._assigned) and self._at_end >= self._assigned
 
     def _next_batch(self) -> list[Message]:
-        first = self._consumer.poll(POLL_SECONDS)
+        # With offsets left to commit, wait no longer than until their commit is due.
+        uncommitted = self._done != self._committed
+        timeout = max(0.0, self._next_commit - time.monotonic()) if uncommitted else POLL_SECONDS
+        first = self._consumer.poll(min(timeout, POLL_SECONDS))
         if first is None:
             return []
         return [first, *self._consumer.consume(self.batch_size - 1, timeout=0)]

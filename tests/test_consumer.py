@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.db.models import Sum
 
 from counts import services
@@ -17,6 +19,7 @@ from dashboard import cache, read_model
 from dashboard.consumer import DashboardConsumer, StartAt, consumer_config
 from dashboard.events import CountEvent
 from outbox.services import topic_name
+from tests.faults import wait_for
 from tests.pipeline import database_truth, read_model_state
 
 pytestmark = pytest.mark.django_db
@@ -223,3 +226,28 @@ def test_static_membership_only_when_an_instance_id_is_set(settings):
     assert "group.instance.id" not in consumer_config(report_partition_ends=False)
     settings.KAFKA_CONSUMER_INSTANCE_ID = "dashboard-0"
     assert consumer_config(report_partition_ends=False)["group.instance.id"] == "dashboard-0"
+
+
+@pytest.mark.django_db(transaction=True)  # the consumer's thread reads the counts too
+def test_a_running_consumer_commits_its_offsets_soon_after_the_effects(pipeline):
+    """Commits are spaced (each one is a write to the broker's log), never left behind."""
+    apples = services.count_create(name="apples")
+    for _ in range(5):
+        services.count_increment(count_id=apples.id)
+    pipeline.publish_pending()
+    consumer = DashboardConsumer()
+
+    def consume() -> None:
+        try:
+            consumer.run()
+        finally:
+            connection.close()  # this thread's own
+
+    running = threading.Thread(target=consume)
+    running.start()
+    try:
+        wait_for(lambda: read_model_state().get(str(apples.id)) == ("apples", 5), 20, "effects")
+        wait_for(lambda: pipeline.lag() == 0, 2, "offsets committed while running")
+    finally:
+        consumer.stop()
+        running.join(10)

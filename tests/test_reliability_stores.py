@@ -61,7 +61,12 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
     start("relay", *RELAY_ARGS)
     consumer = start("consume", *CONSUMER_ARGS)
     api = api_client(base_url, Token.objects.create(user=user).key)
+    # The consumer's start-up reconcile can show the truth before the creation events are
+    # consumed; those would then invalidate entries warmed too early.
     wait_for(lambda: read_model_state(store) == database_truth(), 60, "the first events")
+    published = OutboxMessage.objects.exclude(state=OutboxMessage.State.PENDING)
+    wait_for(lambda: published.count() == OutboxMessage.objects.count(), 60, "the relay")
+    wait_for(lambda: pipeline.lag() == 0, 30, "the first events consumed")
     for count in counts:  # warm every entry: these are what could go stale
         api.get(f"/api/counts/{count.id}/").raise_for_status()
     cached_keys = [cache.count_key(str(count.id)) for count in counts]

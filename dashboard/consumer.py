@@ -117,7 +117,7 @@ class DashboardConsumer:
         self._assigned: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
         self._done: dict[tuple[str, int], int] = {}  # next offset to commit
-        self._committed: dict[tuple[str, int], int] = {}
+        self._uncommitted = False  # effects done whose offsets are not committed yet
         self._next_commit = 0.0
         self._known_ids: set[str] = set()
         self._processed = 0
@@ -186,8 +186,8 @@ class DashboardConsumer:
 
     def _next_batch(self) -> list[Message]:
         # With offsets left to commit, wait no longer than until their commit is due.
-        uncommitted = self._done != self._committed
-        timeout = max(0.0, self._next_commit - time.monotonic()) if uncommitted else POLL_SECONDS
+        due = self._next_commit - time.monotonic()
+        timeout = max(0.0, due) if self._uncommitted else POLL_SECONDS
         first = self._consumer.poll(min(timeout, POLL_SECONDS))
         if first is None:
             return []
@@ -253,6 +253,7 @@ class DashboardConsumer:
             return  # stopping while Kafka refuses them: uncommitted, so redelivered
         for message in records:
             self._done[(message.topic(), message.partition())] = message.offset() + 1
+        self._uncommitted = True
         events = [event for _, event in parsed if event.count_id not in unknown]
         self._account(events, records, time.perf_counter() - started)
 
@@ -373,15 +374,15 @@ class DashboardConsumer:
         ]
 
     def _commit_if_due(self, *, idle: bool) -> None:
-        if self._done != self._committed and (idle or time.monotonic() >= self._next_commit):
+        if self._uncommitted and (idle or time.monotonic() >= self._next_commit):
             self._commit(asynchronous=True)
 
     def _commit(self, *, asynchronous: bool) -> None:
+        self._uncommitted = False
+        self._next_commit = time.monotonic() + COMMIT_INTERVAL_SECONDS
         if not self._done:
             return
         offsets = [TopicPartition(t, p, offset) for (t, p), offset in self._done.items()]
-        self._committed = dict(self._done)
-        self._next_commit = time.monotonic() + COMMIT_INTERVAL_SECONDS
         try:
             self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:  # e.g. a rebalance took the partitions: redelivered

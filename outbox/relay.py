@@ -20,9 +20,9 @@ import orjson
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 from django.conf import settings
-from django.db import connections
 
 from outbox import metrics, wakeup
+from outbox.db import unflushed_connection
 from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
@@ -207,13 +207,7 @@ class Relay:
         return 1 if self.left_behind else 0
 
     def _connect(self) -> psycopg.Connection:
-        params = connections["default"].get_connection_params()
-        for django_only in ("cursor_factory", "context", "prepare_threshold"):
-            params.pop(django_only, None)
-        conn = psycopg.connect(**params, autocommit=True, application_name="countstream-relay")
-        # A mark lost in a crash only means a duplicate on the wire, never a lost event:
-        # no need to wait for the WAL flush on every batch.
-        conn.execute("SET synchronous_commit = off")
+        conn = unflushed_connection("countstream-relay")
         logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
         return conn
 

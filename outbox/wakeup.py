@@ -22,7 +22,8 @@ import os
 import threading
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections
+
+from outbox.db import unflushed_connection
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class _Notifier:
     def _send(self) -> None:
         try:
             if self._conn is None:
-                self._conn = _connect()
+                self._conn = unflushed_connection("countstream-wakeup")
             self._conn.execute("SELECT pg_notify(%s, '')", [CHANNEL], prepare=True)
         except psycopg.Error as exc:
             logger.warning("could not wake the relay, it will poll instead: %s", exc)
@@ -77,17 +78,6 @@ class _Notifier:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _connect() -> psycopg.Connection:
-    """A connection like Django's, in autocommit. A NOTIFY commits a transaction of its own,
-    which would wait for a WAL flush like any commit; a hint need not survive a crash, so
-    its commits do not wait."""
-    database = connections[DEFAULT_DB_ALIAS]
-    conn = database.get_new_connection(database.get_connection_params())
-    conn.autocommit = True
-    conn.execute("SET synchronous_commit = off")
-    return conn
 
 
 _notifier: _Notifier | None = None

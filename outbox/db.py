@@ -1,0 +1,21 @@
+"""Plain psycopg connections for the outbox's background work: the relay and its wake-ups."""
+
+from __future__ import annotations
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+
+
+def unflushed_connection(application_name: str) -> psycopg.Connection:
+    """A connection made from Django's database settings but outside Django's per-thread
+    handling, in autocommit, whose commits do not wait for the WAL flush.
+
+    Only for writes a crash may lose without losing an event: the relay's marks (the rows
+    are sent again) and wake-up NOTIFYs (the relay polls anyway).
+    """
+    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(django_only, None)
+    conn = psycopg.connect(**params, autocommit=True, application_name=application_name)
+    conn.execute("SET synchronous_commit = off")
+    return conn

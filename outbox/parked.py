@@ -19,7 +19,7 @@ def parked_retry(*, messages: QuerySet[OutboxMessage]) -> int:
         retried = messages.filter(state=OutboxMessage.State.PARKED).update(
             state=OutboxMessage.State.PENDING, attempts=0, last_error=""
         )
-        transaction.on_commit(wakeup.notify_relays, robust=True)
+        wakeup.notify_relays_after_commit()
     logger.info("outbox: %d parked rows queued for another try", retried)
     return retried
 
@@ -29,6 +29,6 @@ def parked_discard(*, messages: QuerySet[OutboxMessage]) -> int:
     of their keys, which waited behind them, go out next."""
     with transaction.atomic():
         discarded, _ = messages.filter(state=OutboxMessage.State.PARKED).delete()
-        transaction.on_commit(wakeup.notify_relays, robust=True)
+        wakeup.notify_relays_after_commit()
     logger.warning("outbox: %d parked rows discarded; their events will never be sent", discarded)
     return discarded

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from outbox import wakeup
 from outbox.models import OutboxMessage
@@ -78,18 +78,13 @@ def enqueue(*events: Event) -> list[OutboxMessage]:
             )
         )
     _insert(rows)
-    _wake_relays_after_commit()
+    wakeup.notify_relays_after_commit()
     return rows
 
 
 def _require_atomic() -> None:
     if not connection.in_atomic_block:
         raise OutboxError("outbox.enqueue() must run inside transaction.atomic()")
-
-
-def _wake_relays_after_commit() -> None:
-    # After the commit, never inside it: see outbox/wakeup.py.
-    transaction.on_commit(wakeup.notify_relays, robust=True)
 
 
 _TABLE = OutboxMessage._meta.db_table
@@ -149,7 +144,7 @@ def enqueue_with(event: Event, source: str) -> tuple[str, dict]:
                {_jsonb_sql(headers, params)}, %(outbox_lane)s::smallint, {_NEW}
           FROM {source}
     """
-    _wake_relays_after_commit()
+    wakeup.notify_relays_after_commit()
     return insert, params
 
 

@@ -22,6 +22,7 @@ import os
 import threading
 
 import psycopg
+from django.db import transaction
 
 from outbox.db import unflushed_connection
 
@@ -94,6 +95,11 @@ def notify_relays() -> None:
                 _notifier = _Notifier()
             notifier = _notifier
     notifier.request()
+
+
+def notify_relays_after_commit() -> None:
+    """Wake the relays once the current transaction commits (never inside it, see above)."""
+    transaction.on_commit(notify_relays, robust=True)
 
 
 def stop_notifier() -> None:

@@ -68,9 +68,6 @@ _RECORD_FAILURE = f"""
      WHERE id = ANY(%(ids)s) AND state = 'pending'
  RETURNING id, key, state, attempts
 """
-# Backlog, oldest pending age, parked rows: each part answered by a partial index, never
-# by a scan of the (mostly published) table. Ids grow with time, so the oldest pending
-# row is among the first of each lane.
 # Errors of the cluster, not of the message: retried without limit, never parked.
 _TRANSIENT = {
     KafkaError._MSG_TIMED_OUT,

@@ -6,6 +6,8 @@ from outbox.retention import prune_published
 
 
 @shared_task(name="outbox.tasks.prune_published_outbox", ignore_result=True)
-def prune_published_outbox(batch_size: int = 5_000, max_batches: int = 200) -> int:
-    """Prune published rows past OUTBOX_RETENTION_DAYS; returns how many were deleted."""
-    return prune_published(batch_size=batch_size, max_batches=max_batches).deleted
+def prune_published_outbox(**limits: int) -> int:
+    """Prune published rows past OUTBOX_RETENTION_DAYS; returns how many were deleted.
+
+    `limits` (batch_size, max_batches) default to prune_published's own."""
+    return prune_published(**limits).deleted

@@ -36,7 +36,7 @@ from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 from tqdm import tqdm
 
-from counts.events import TOPICS, now_ms
+from counts.events import TOPICS, managed_topics, now_ms
 from counts.models import Count
 from dashboard import cache, metrics, read_model
 from dashboard.events import CountEvent, PoisonMessage, parse_event
@@ -150,8 +150,7 @@ class DashboardConsumer:
 
     def _topics_ready(self) -> bool:
         """Create missing topics; waits for Kafka (False if stopped before it answered)."""
-        topics = [*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
-        ensure = partial(ensure_topics, topics, timeout=3)
+        ensure = partial(ensure_topics, managed_topics(), timeout=3)
         return self._with_retries(ensure, "reach Kafka", KafkaException) is not None
 
     def _consume(self) -> None:

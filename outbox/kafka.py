@@ -92,9 +92,11 @@ def topic_configs() -> dict[str, str]:
     }
 
 
-def ensure_topics(logical_names: list[str], timeout: float = 30) -> dict[str, str]:
+def ensure_topics(
+    logical_names: list[str], timeout: float = 30, admin: AdminClient | None = None
+) -> dict[str, str]:
     """Create missing topics with the configured layout; return name -> "created"/"exists"."""
-    admin = admin_client()
+    admin = admin or admin_client()
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = {topic_name(name) for name in logical_names}
     missing = [
@@ -198,8 +200,8 @@ def ensure_topic_layout(
     on a count's events land on another partition than its older ones (order per count
     holds only for events written after the change).
     """
-    report = LayoutReport(states=ensure_topics(logical_names, timeout))
     admin = admin_client()
+    report = LayoutReport(states=ensure_topics(logical_names, timeout, admin))
     allowed = {"--increase-partitions": increase_partitions, "--alter-configs": alter_configs}
     for item in _topic_drift(admin, list(report.states), timeout):
         if allowed.get(item.fix):

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils import timezone
 from redis import Redis
 
-from counts.events import TOPICS
+from counts.events import TOPICS, managed_topics
 from counts.models import Count
 from dashboard import read_model
 from dashboard.cache import redis_client
@@ -68,7 +68,7 @@ class Pipeline:
 
     @property
     def topics(self) -> list[str]:
-        return [topic_name(t) for t in (*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC)]
+        return [topic_name(t) for t in managed_topics()]
 
     @property
     def env(self) -> dict[str, str]:
@@ -148,7 +148,7 @@ def pipeline(settings) -> Iterator[Pipeline]:
     settings.KAFKA_CONSUMER_GROUP = f"test.{run_id}.dashboard"
     settings.CACHE_KEY_PREFIX = f"test:{run_id}"
     stream = Pipeline(run_id)
-    ensure_topics([*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC])
+    ensure_topics(managed_topics())
     yield stream
     admin = admin_client()  # must outlive its futures
     for future in admin.delete_topics(stream.topics, operation_timeout=30).values():

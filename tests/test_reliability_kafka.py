@@ -37,7 +37,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 OUTAGE_SECONDS = 20
 BROKER_START_SECONDS = 12
-TOPICS = [*events.TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
 
 
 def on_cluster(bootstrap: str, **other_settings):
@@ -53,7 +52,7 @@ def create_topics(bootstrap: str, replication: int = 1) -> None:
         KAFKA_TOPIC_REPLICATION_FACTOR=replication,
         KAFKA_TOPIC_MIN_INSYNC_REPLICAS=max(1, replication - 1),
     ):
-        ensure_topics(TOPICS)
+        ensure_topics(events.managed_topics())
 
 
 def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:

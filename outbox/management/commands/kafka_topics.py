@@ -9,14 +9,9 @@ from confluent_kafka import KafkaException
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from counts.events import TOPICS
+from counts.events import managed_topics
 from outbox.kafka import TopicState, describe_topics, ensure_topic_layout
 from outbox.services import topic_name
-
-
-def managed_topics() -> list[str]:
-    """Logical names: the two count topics and the consumer's dead-letter topic."""
-    return [*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
 
 
 class Command(BaseCommand):

@@ -12,6 +12,7 @@ handled in batches, coalesced per count, in one Redis round trip.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections import Counter
@@ -40,7 +41,7 @@ from counts.events import TOPICS, managed_topics, now_ms
 from counts.models import Count
 from dashboard import cache, metrics, read_model
 from dashboard.events import CountEvent, PoisonMessage, parse_event
-from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config, ensure_topics
+from outbox.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config, ensure_topics
 from outbox.models import OutboxMessage
 from outbox.services import topic_name
 
@@ -297,8 +298,7 @@ class DashboardConsumer:
     ) -> T | None:
         """Run `effect` until it succeeds, backing off while it raises `errors`: nothing is
         skipped while Redis, PostgreSQL or Kafka are away. None if asked to stop meanwhile."""
-        delay = 0.05
-        while True:
+        for attempt in itertools.count(1):
             try:
                 return effect()
             except errors as exc:
@@ -306,10 +306,10 @@ class DashboardConsumer:
                     failures.inc()
                 if not self._running:
                     return None
+                delay = backoff(attempt, base=0.05, cap=RETRY_MAX_SECONDS)
                 logger.warning("cannot %s, retrying in %.2fs: %s", what, delay, exc)
                 close_old_connections()
                 time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     def _unknown_counts(self, events: Iterable[CountEvent]) -> set[str]:
         """Ids of counts that never existed: events about them are dead-lettered.

@@ -37,6 +37,11 @@ from outbox.services import topic_name
 QUIET_LOG = {"log_level": 2}
 
 
+def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: doubling from `base`."""
+    return min(cap, base * 2 ** max(0, failures - 1))
+
+
 def client_config(**overrides) -> dict:
     """librdkafka settings shared by producers, consumers and the admin client."""
     return {**settings.KAFKA_CLIENT_CONFIG, **overrides}

@@ -23,7 +23,7 @@ from django.conf import settings
 
 from outbox import metrics, wakeup
 from outbox.db import unflushed_connection
-from outbox.kafka import QUIET_LOG, KafkaErrorLog, client_config
+from outbox.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
 from outbox.models import OutboxMessage
@@ -111,10 +111,6 @@ def producer_config(**callbacks) -> dict:
 
 def is_transient(error: KafkaError) -> bool:
     return error.retriable() or error.code() in _TRANSIENT
-
-
-def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
-    return min(cap, base * 2 ** max(0, failures - 1))
 
 
 class OutboxRow(NamedTuple):

@@ -223,5 +223,9 @@ def publish_consumer_stats(stats: Mapping[str, object]) -> None:
 
 
 def consumer_stats() -> dict[str, str]:
-    raw = redis_client().hgetall(consumer_stats_key())
+    return decode_consumer_stats(redis_client().hgetall(consumer_stats_key()))
+
+
+def decode_consumer_stats(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    """The consumer's figures as `publish_consumer_stats` stored them (HGETALL's bytes)."""
     return {key.decode(): value.decode() for key, value in raw.items()}

@@ -95,5 +95,4 @@ def _id_tuple(stream_id: str) -> tuple[int, int]:
 
 async def _operations(client: aioredis.Redis) -> dict:
     raw = await client.hgetall(read_model.consumer_stats_key())
-    stats = {k.decode(): v.decode() for k, v in raw.items()}
-    return await sync_to_async(operations)(stats)
+    return await sync_to_async(operations)(read_model.decode_consumer_stats(raw))

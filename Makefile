@@ -36,7 +36,7 @@ topics:
 seed:
 	$(MANAGE) seed_demo
 
-bench: prepare
+bench: services  # each benchmark makes its own database and topics (bench/common.py)
 	$(PY) bench/run.py
 
 # A soak: the fault scenarios CHAOS_ROUNDS times (default 5), stopping at the first failure.

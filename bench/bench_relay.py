@@ -18,7 +18,6 @@ import cProfile
 import io
 import os
 import pstats
-import socket
 import subprocess
 import sys
 import threading
@@ -44,12 +43,6 @@ WRITE_COST_ROUNDS = 6
 def load() -> float:
     """The machine's 1-minute load: figures from a busy shared machine need this beside them."""
     return round(os.getloadavg()[0], 2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def acked_within(metrics_port: int, bucket: str) -> float:
@@ -219,6 +212,7 @@ def latency(env: dict[str, str]) -> None:
 
     from counts import services
     from outbox.models import OutboxMessage
+    from tests.faults import free_ports
 
     count_ids = [services.count_create(name=f"latency-{n}").id for n in range(64)]
     committed: dict[str, float] = {}
@@ -236,7 +230,7 @@ def latency(env: dict[str, str]) -> None:
         finally:
             connection.close()
 
-    metrics_port = free_port()
+    (metrics_port,) = free_ports(1)
     with relay_process(env, metrics_port):
         time.sleep(1)
         started = time.perf_counter()

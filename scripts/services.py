@@ -114,6 +114,11 @@ def stop_pid(pid_file: Path, name: str, timeout: float = 30) -> None:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+def newest_postgres() -> Path:
+    """The newest PostgreSQL that Debian's packages installed, e.g. /usr/lib/postgresql/15."""
+    return max(Path("/usr/lib/postgresql").iterdir(), key=lambda version: int(version.name))
+
+
 @dataclass
 class Postgres:
     url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -140,7 +145,7 @@ class Postgres:
             apt_install("postgresql", "postgresql-contrib")
         cluster = self._cluster_on_port(port)
         if cluster is None:
-            version = self._newest_installed_version()
+            version = newest_postgres().name
             log(f"postgres: creating cluster {version}/countstream on port {port}")
             run(["pg_createcluster", version, "countstream", "--port", str(port)])
             cluster = (version, "countstream")
@@ -157,11 +162,6 @@ class Postgres:
             if int(cluster_port) == port:
                 return version, name
         return None
-
-    @staticmethod
-    def _newest_installed_version() -> str:
-        versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
-        return versions[-1].name
 
     def _ensure_role_and_database(self) -> None:
         if not self._can_run_as_superuser():

@@ -28,7 +28,7 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from scripts.services import KafkaNode, is_listening, kafka_cluster_id
+from scripts.services import KafkaNode, is_listening, kafka_cluster_id, newest_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 # PostgreSQL runs as the `postgres` OS user, which cannot enter pytest's private tmp dirs.
@@ -73,8 +73,7 @@ def report(scenario: str, **figures: Any) -> None:
 
 
 def _postgres_bin() -> Path:
-    versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
-    return versions[-1] / "bin"
+    return newest_postgres() / "bin"
 
 
 @dataclass

@@ -348,7 +348,9 @@ class AppProcess:
 
 
 # Quick lease checks and progress lines; no metrics ports, which the processes would share.
-RELAY_ARGS = ("--metrics-port", "0", "--rebalance-interval", "0.2", "--report-interval", "0.5")
+# Quick rebalances and reports, so tests see lanes move and figures change within a second.
+RELAY_TIMING = ("--rebalance-interval", "0.2", "--report-interval", "0.5")
+RELAY_ARGS = ("--metrics-port", "0", *RELAY_TIMING)
 CONSUMER_ARGS = ("--metrics-port", "0")
 
 COMMANDS = {
@@ -441,6 +443,15 @@ def start_relay(app_processes, test_database_url) -> Callable[..., AppProcess]:
         return app_processes.spawn("relay", *argv, database_url=test_database_url, **env)
 
     return start
+
+
+@pytest.fixture(scope="module")
+def count_topics() -> None:
+    """The two count topics of tests.settings, for tests that publish without a consumer."""
+    from counts.events import TOPICS
+    from outbox.kafka import ensure_topics
+
+    ensure_topics(list(TOPICS))
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from django.urls import reverse
 from counts import events, services
 from outbox import relay as relay_module
 from outbox.admin import EstimatedCountPaginator
-from outbox.kafka import ensure_topics
 from outbox.leases import LaneLeases
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
@@ -28,12 +27,7 @@ from tests.event_schemas import validate_event
 from tests.faults import ROOT, database_url, free_ports, process_env, wait_for
 from tests.relay_support import assert_commit_order, read_back, wait_until_serving
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def topics():
-    ensure_topics(list(events.TOPICS))
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
 
 
 def run_once(**options) -> int:

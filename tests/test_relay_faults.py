@@ -19,7 +19,7 @@ from django.test import override_settings
 from counts import events, services
 from outbox.kafka import ensure_topics
 from outbox.models import OutboxMessage
-from tests.faults import AppProcess, wait_for
+from tests.faults import RELAY_TIMING, AppProcess, wait_for
 from tests.relay_support import (
     assert_commit_order,
     enqueue_backlog,
@@ -29,14 +29,11 @@ from tests.relay_support import (
     wait_until_serving,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-FAST = ("--rebalance-interval", "0.2", "--report-interval", "0.5")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def topics():
-    ensure_topics(list(events.TOPICS))
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 
 def all_rows() -> list[OutboxMessage]:
@@ -85,11 +82,11 @@ def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(start_rela
     keys = [str(uuid.uuid4()) for _ in range(60)]
     enqueue_backlog(keys, per_key=50)
     with Writers(keys):
-        relays = [start_relay(*FAST) for _ in range(2)]
+        relays = [start_relay(*RELAY_TIMING) for _ in range(2)]
         for relay in relays:
             wait_until_serving(relay)
         wait_for(lambda: "(2 relays" in relays[0].log(), 10, "two relays to see each other")
-        relays.append(start_relay(*FAST))
+        relays.append(start_relay(*RELAY_TIMING))
         wait_until_serving(relays[2])
         wait_for(lambda: all("(3 relays" in relay.log() for relay in relays), 10, "three relays")
         time.sleep(1.5)  # all three publish under the running writers
@@ -150,7 +147,7 @@ def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(
             for count in counts:
                 services.count_increment(count_id=count.id)
 
-    relay = start_relay(*FAST, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    relay = start_relay(*RELAY_TIMING, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     wait_until_serving(relay)
     write(3)
     wait_for(lambda: pending_count() == 0, 30, "the first writes to go out")

@@ -299,6 +299,13 @@ def process_env(database_url: str, **env: str) -> dict[str, str]:
     }
 
 
+def run_manage(database_url: str, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py *argv` in a subprocess on `database_url`; its output captured as text."""
+    command = [sys.executable, "manage.py", *argv]
+    env = process_env(database_url, **env)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
 @dataclass
 class AppProcess:
     """`manage.py relay`, `manage.py consume` or the ASGI server, as a real OS process."""

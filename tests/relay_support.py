@@ -113,6 +113,22 @@ def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
     return received
 
 
+def outbox_in_commit_order() -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.order_by("id"))
+
+
+def delivery_audit(rows: list[OutboxMessage]) -> dict[str, int]:
+    """Read the rows' events back from Kafka (per-key commit order is asserted on the way):
+    how many were written, delivered, duplicated and lost."""
+    figures = assert_commit_order(read_back({str(row.event_id) for row in rows}), rows)
+    return {
+        "written": len(rows),
+        "delivered": figures["delivered"],
+        "duplicated": figures["duplicates"],
+        "lost": len(rows) - figures["delivered"],
+    }
+
+
 def assert_commit_order(received: list[Received], rows: list[OutboxMessage]) -> dict:
     """Per topic and key, the first arrival of each event follows outbox id (commit) order.
 

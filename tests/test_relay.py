@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,8 +23,13 @@ from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from tests.event_schemas import validate_event
-from tests.faults import ROOT, database_url, free_ports, process_env, wait_for
-from tests.relay_support import assert_commit_order, read_back, wait_until_serving
+from tests.faults import database_url, free_ports, run_manage, wait_for
+from tests.relay_support import (
+    assert_commit_order,
+    outbox_in_commit_order,
+    read_back,
+    wait_until_serving,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
 
@@ -39,7 +43,7 @@ def test_events_arrive_with_the_documented_topic_key_value_and_headers():
     services.count_increment(count_id=count.id, delta=-2)
     services.count_update_info(count_id=count.id, description="moved by the relay")
     services.count_delete(count_id=count.id)
-    rows = list(OutboxMessage.objects.order_by("id"))
+    rows = outbox_in_commit_order()
 
     assert run_once() == 0
 
@@ -218,11 +222,9 @@ def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(s
     assert relay.terminate() == 0
 
 
-def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable():
+def test_check_exits_non_zero_when_kafka_or_postgres_is_unreachable(test_database_url):
     def check(**overrides: str) -> subprocess.CompletedProcess:
-        env = process_env(database_url(connection.settings_dict), **overrides)
-        command = [sys.executable, "manage.py", "relay", "--check"]
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        return run_manage(test_database_url, "relay", "--check", **overrides)
 
     healthy = check()
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr

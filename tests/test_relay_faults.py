@@ -18,11 +18,11 @@ from django.test import override_settings
 
 from counts import events, services
 from outbox.kafka import ensure_topics
-from outbox.models import OutboxMessage
 from tests.faults import RELAY_TIMING, AppProcess, wait_for
 from tests.relay_support import (
     assert_commit_order,
     enqueue_backlog,
+    outbox_in_commit_order,
     pending_count,
     published_count,
     read_back,
@@ -34,10 +34,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("count_topics"),
 ]
-
-
-def all_rows() -> list[OutboxMessage]:
-    return list(OutboxMessage.objects.order_by("id"))
 
 
 def published_by(relay: AppProcess) -> int:
@@ -93,7 +89,7 @@ def test_two_then_three_relays_share_the_lanes_and_keep_per_key_order(start_rela
     wait_for(lambda: pending_count() == 0, 30, "the backlog to drain")
     assert [relay.terminate() for relay in relays] == [0, 0, 0]
 
-    rows = all_rows()
+    rows = outbox_in_commit_order()
     shares = [published_by(relay) for relay in relays]
     assert all(share > 0 for share in shares), shares
     received = read_back({str(row.event_id) for row in rows})
@@ -118,7 +114,7 @@ def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(start_relay):
     assert restarted.process.wait(120) == 0, restarted.log()
     assert pending_count() == 0
 
-    rows = all_rows()
+    rows = outbox_in_commit_order()
     received = read_back({str(row.event_id) for row in rows})
     figures = assert_commit_order(received, rows)
     print(f"after SIGKILL and restart: {figures}")
@@ -167,7 +163,7 @@ def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(
     print(f"broker down {back - started:.1f}s; drained {time.monotonic() - back:.1f}s after")
     assert relay.terminate() == 0
 
-    rows = all_rows()
+    rows = outbox_in_commit_order()
     received = read_back({str(row.event_id) for row in rows})
     figures = assert_commit_order(received, rows)
     print(f"broker outage: {figures}")

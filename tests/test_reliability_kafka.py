@@ -31,7 +31,7 @@ from tests.faults import (
     wait_for,
 )
 from tests.pipeline import database_truth, read_model_state
-from tests.relay_support import assert_commit_order, pending_count, read_back
+from tests.relay_support import delivery_audit, outbox_in_commit_order, pending_count
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -58,14 +58,7 @@ def create_topics(bootstrap: str, replication: int = 1) -> None:
 def audit(rows: list[OutboxMessage], bootstrap: str) -> dict:
     """Read every event back from the cluster; per-key order is asserted on the way."""
     with on_cluster(bootstrap):
-        received = read_back({str(row.event_id) for row in rows})
-    figures = assert_commit_order(received, rows)
-    return {
-        "written": len(rows),
-        "delivered": figures["delivered"],
-        "duplicated": figures["duplicates"],
-        "lost": len(rows) - figures["delivered"],
-    }
+        return delivery_audit(rows)
 
 
 def complaints(process: AppProcess) -> int:
@@ -105,7 +98,7 @@ def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(app_st
     wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
     caught_up = time.monotonic() - back
 
-    figures = audit(list(OutboxMessage.objects.order_by("id")), bootstrap)
+    figures = audit(outbox_in_commit_order(), bootstrap)
     report(
         "kafka-broker-down",
         outage_s=round(back - down, 1),
@@ -156,7 +149,7 @@ def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(
     wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
     settled, settled_after_load = time.monotonic() - killed, time.monotonic() - load_ended
 
-    figures = audit(list(OutboxMessage.objects.order_by("id")), survivors)
+    figures = audit(outbox_in_commit_order(), survivors)
     report(
         "kafka-cluster-broker-killed",
         brokers=3,

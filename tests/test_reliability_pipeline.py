@@ -22,9 +22,9 @@ from outbox.services import serialize, topic_name
 from tests.faults import CONSUMER_ARGS, RELAY_ARGS, SteadyLoad, report, wait_for
 from tests.pipeline import database_truth, read_model_state
 from tests.relay_support import (
-    assert_commit_order,
+    delivery_audit,
+    outbox_in_commit_order,
     pending_count,
-    read_back,
     wait_until_serving,
 )
 
@@ -37,10 +37,6 @@ def make_counts(n: int) -> list[Count]:
 
 def increment_one_of(counts: list[Count]):
     return lambda n: services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
-
-
-def outbox_in_commit_order() -> list[OutboxMessage]:
-    return list(OutboxMessage.objects.order_by("id"))
 
 
 def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothing(app_stack):
@@ -60,17 +56,14 @@ def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothin
     assert relay.terminate() == 0
 
     rows = outbox_in_commit_order()
-    figures = assert_commit_order(read_back({str(row.event_id) for row in rows}), rows)
+    figures = delivery_audit(rows)
     report(
         "relay-sigkill-x10",
         seed=seed,
         kills=10,
         writes=writes.done,
         failed_writes=len(writes.errors),
-        written=len(rows),
-        delivered=figures["delivered"],
-        duplicated=figures["duplicates"],
-        lost=len(rows) - figures["delivered"],
+        **figures,
         drain_after_load_s=round(drain_seconds, 2),
     )
     assert writes.errors == []

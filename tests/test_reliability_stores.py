@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
@@ -25,15 +23,14 @@ from outbox.models import OutboxMessage
 from tests.faults import (
     CONSUMER_ARGS,
     RELAY_ARGS,
-    ROOT,
     SteadyLoad,
     api_client,
-    process_env,
     report,
+    run_manage,
     wait_for,
 )
 from tests.pipeline import database_truth, read_model_state
-from tests.relay_support import assert_commit_order, read_back
+from tests.relay_support import delivery_audit
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -116,10 +113,7 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
 
 def manage(database_url: str, *argv: str, **env: str) -> str:
     """A management command against another database than the test's own."""
-    env = process_env(database_url, **env)
-    result = subprocess.run(
-        [sys.executable, "manage.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    result = run_manage(database_url, *argv, **env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -199,7 +193,7 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
 
     total = sum(value for _, value in db.truth().values())
     rows = db.outbox()
-    figures = assert_commit_order(read_back({str(row.event_id) for row in rows}), rows)
+    figures = delivery_audit(rows)
     report(
         "postgres-restarted",
         database_down_s=round(back - down, 1),
@@ -210,10 +204,7 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
         relay_drained_after_s=round(relay_back, 2),
         consumer_caught_up_after_s=round(consumer_back, 2),
         relay_reconnects=relay.log().count("connected to PostgreSQL") - 1,
-        written=len(rows),
-        delivered=figures["delivered"],
-        duplicated=figures["duplicates"],
-        lost=len(rows) - figures["delivered"],
+        **figures,
     )
     assert set(writes.errors) <= {"RuntimeError: HTTP 503"}  # an outage, said so: no 500
     # Every acknowledged write is there; a write cut off by the crash may or may not be.

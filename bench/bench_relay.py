@@ -26,7 +26,7 @@ import urllib.request
 from contextlib import contextmanager
 
 import psycopg
-from common import ROOT, emit, log, median, setup_bench, summary
+from common import ROOT, Write, compare_writes, emit, log, median, setup_bench, summary
 from prometheus_client.parser import text_string_to_metric_families
 
 BACKLOG = 200_000
@@ -293,43 +293,25 @@ def write_cost(database_url: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"NOTIFY {wakeup.CHANNEL}")
 
-    def run(style: str) -> float:
-        wakeup.notify_relays = real_notify if style == "after_commit" else lambda: None
-        done = [0] * WRITERS
-        stop = threading.Event()
+    def increment(style: str) -> Write:
+        """An increment in its own transaction, the relay woken in `style`."""
+        notify = real_notify if style == "after_commit" else lambda: None
 
-        def writer(slot: int) -> None:
-            mine = count_ids[slot::WRITERS]
-            try:
-                while not stop.is_set():
-                    with transaction.atomic():
-                        services.count_increment(count_id=mine[done[slot] % len(mine)])
-                        if style == "inside":
-                            notify_inside()
-                    done[slot] += 1
-            finally:
-                connection.close()
+        def write(count_id: str) -> None:
+            wakeup.notify_relays = notify  # the after-commit hook looks it up at each commit
+            with transaction.atomic():
+                services.count_increment(count_id=count_id)
+                if style == "inside":
+                    notify_inside()
 
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-        for thread in threads:
-            thread.start()
-        time.sleep(WRITE_COST_SECONDS)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        list(listener.notifies(timeout=0))
-        return sum(done) / WRITE_COST_SECONDS
+        return write
 
-    styles = ["none", "inside", "after_commit"]
-    samples: dict[str, list[float]] = {style: [] for style in styles}
+    sides = {style: increment(style) for style in ("none", "inside", "after_commit")}
     try:
-        for round_no in range(WRITE_COST_ROUNDS):  # rotate, so drift hits every style
-            for style in styles[round_no % 3 :] + styles[: round_no % 3]:
-                samples[style].append(run(style))
+        rates = compare_writes(sides, count_ids, WRITERS, WRITE_COST_ROUNDS, WRITE_COST_SECONDS)
     finally:
         wakeup.notify_relays = real_notify
         listener.close()
-    rates = {style: median(values) for style, values in samples.items()}
     log(f"write path with {WRITERS} writers, medians of {WRITE_COST_ROUNDS} rounds: {rates}")
     emit(
         "relay_wakeup_write_cost",

@@ -10,56 +10,12 @@ Target: the outbox costs at most 25% of the bare write's throughput (ratio >= 0.
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
-from common import emit, log, median, setup_bench
+from common import compare_writes, emit, setup_bench
 
 COUNTS = 48
 ROUNDS = 8
 SECONDS_PER_SIDE = 1.5
 WRITERS = 4
-
-Write = Callable[[str], object]
-
-
-def rate(write: Write, count_ids: list[str], seconds: float) -> float:
-    """Writes per second that `write` sustains for `seconds`, round-robin over the counts."""
-    from django.db import connection
-
-    done = 0
-    ids = itertools.cycle(count_ids)
-    started = time.perf_counter()
-    deadline = started + seconds
-    try:
-        while time.perf_counter() < deadline:
-            for _ in range(20):  # check the clock less often than we write
-                write(next(ids))
-            done += 20
-    finally:
-        connection.close()  # each writer thread has its own; do not leak them
-    return done / (time.perf_counter() - started)
-
-
-def total_rate(write: Write, count_ids: list[str], writers: int) -> float:
-    """Summed rate of `writers` threads, each on its own connection and share of the counts."""
-    with ThreadPoolExecutor(writers) as pool:
-        shares = [count_ids[i::writers] for i in range(writers)]
-        return sum(pool.map(lambda share: rate(write, share, SECONDS_PER_SIDE), shares))
-
-
-def compare(sides: dict[str, Write], count_ids: list[str], writers: int) -> dict[str, float]:
-    """Median rate of each side over alternating rounds."""
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    for round_no in range(ROUNDS):
-        order = list(sides) if round_no % 2 == 0 else list(reversed(sides))
-        for name in order:
-            rates[name].append(total_rate(sides[name], count_ids, writers))
-        figures = ", ".join(f"{name} {values[-1]:.0f}/s" for name, values in rates.items())
-        log(f"{writers} writer(s), round {round_no + 1}: {figures}")
-    return {name: median(values) for name, values in rates.items()}
 
 
 def report(name: str, writers: int, medians: dict[str, float]) -> None:
@@ -108,8 +64,8 @@ def main() -> None:
             cursor.execute(f"VACUUM ANALYZE {model._meta.db_table}")
     count_ids = [str(services.count_create(name=f"bench-{i}").id) for i in range(COUNTS)]
     sides = {"bare": bare_update, "outbox": service_increment}
-    report("write_path", 1, compare(sides, count_ids, writers=1))
-    report("write_path_concurrent", WRITERS, compare(sides, count_ids, writers=WRITERS))
+    for name, writers in (("write_path", 1), ("write_path_concurrent", WRITERS)):
+        report(name, writers, compare_writes(sides, count_ids, writers, ROUNDS, SECONDS_PER_SIDE))
 
 
 if __name__ == "__main__":

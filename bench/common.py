@@ -14,13 +14,16 @@ and import Django code only after `setup_bench()`.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import math
 import os
 import statistics
 import sys
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +93,47 @@ def _delete_topics(prefix: str) -> None:
             future.result()
         except Exception as exc:  # cleanup must not hide the benchmark's own result
             log(f"could not delete a bench topic: {exc}")
+
+
+Write = Callable[[str], object]
+
+
+def write_rate(write: Write, count_ids: list, seconds: float) -> float:
+    """Writes per second that `write` sustains for `seconds`, round-robin over the counts."""
+    from django.db import connection
+
+    done = 0
+    ids = itertools.cycle(count_ids)
+    started = time.perf_counter()
+    deadline = started + seconds
+    try:
+        while time.perf_counter() < deadline:
+            for _ in range(20):  # check the clock less often than we write
+                write(next(ids))
+            done += 20
+    finally:
+        connection.close()  # each writer thread has its own; do not leak them
+    return done / (time.perf_counter() - started)
+
+
+def compare_writes(
+    sides: Mapping[str, Write], count_ids: list, writers: int, rounds: int, seconds: float
+) -> dict[str, float]:
+    """Median writes/s of each side: `writers` threads, each on its own connection and share
+    of the counts, `seconds` per side and round. The order rotates every round, so drift on
+    a shared machine hits every side."""
+    names = list(sides)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    shares = [count_ids[i::writers] for i in range(writers)]
+    for round_no in range(rounds):
+        turn = round_no % len(names)
+        for name in names[turn:] + names[:turn]:
+            with ThreadPoolExecutor(writers) as pool:
+                write, seconds_each = itertools.repeat(sides[name]), itertools.repeat(seconds)
+                rates[name].append(sum(pool.map(write_rate, write, shares, seconds_each)))
+        figures = ", ".join(f"{name} {values[-1]:.0f}/s" for name, values in rates.items())
+        log(f"{writers} writer(s), round {round_no + 1}: {figures}")
+    return {name: median(values) for name, values in rates.items()}
 
 
 def percentile(samples: Iterable[float], pct: float) -> float:

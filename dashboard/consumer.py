@@ -239,11 +239,12 @@ class DashboardConsumer:
             return
         started = time.perf_counter()
         parsed, dead = self._parse(records)
-        unknown = self._with_retries(
+        outcome = self._with_retries(
             lambda: self._apply(parsed), "apply a batch", _STORES_DOWN, metrics.REDIS_ERRORS
         )
-        if unknown is None:
+        if outcome is None:
             return  # stopping while Redis is down: uncommitted, so redelivered after restart
+        unknown, events = outcome
         dead += [
             (m, PoisonMessage("unknown-count", e.count_id))
             for m, e in parsed
@@ -254,7 +255,6 @@ class DashboardConsumer:
         for message in records:
             self._done[(message.topic(), message.partition())] = message.offset() + 1
         self._uncommitted = True
-        events = [event for _, event in parsed if event.count_id not in unknown]
         self._account(events, records, time.perf_counter() - started)
 
     def _records(self, messages: list[Message]) -> list[Message]:
@@ -284,10 +284,12 @@ class DashboardConsumer:
                 dead.append((message, exc))
         return parsed, dead
 
-    def _apply(self, parsed: list[tuple[Message, CountEvent]]) -> set[str]:
+    def _apply(self, parsed: list[tuple[Message, CountEvent]]) -> tuple[set[str], list[CountEvent]]:
+        """Apply the events of counts that exist; return the unknown counts and the applied."""
         unknown = self._unknown_counts(event for _, event in parsed)
-        read_model.apply_events(event for _, event in parsed if event.count_id not in unknown)
-        return unknown
+        applied = [event for _, event in parsed if event.count_id not in unknown]
+        read_model.apply_events(applied)
+        return unknown, applied
 
     def _with_retries(
         self,

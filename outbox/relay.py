@@ -170,6 +170,7 @@ class Relay:
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-prefetch")
         self._prefetched: tuple[Future, frozenset[int]] | None = None  # claim, its lanes
         self._blocked_keys: set[str] = set()  # keys the last batch could not finish
+        self._announced_idle = False  # told the writers we idle, and no NOTIFY came since
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,6 +186,7 @@ class Relay:
             try:
                 with self._connect() as conn, self._connect() as mark_conn:
                     wakeup.listen(conn)
+                    self._announced_idle = False  # a new session has announced nothing
                     self.leases.join(conn)
                     self._reconnects = 0
                     with Marker(mark_conn) as self._marker:
@@ -230,6 +232,11 @@ class Relay:
                 self._publish(conn, rows)
             elif self.options.once:
                 break
+            elif not self._announced_idle:
+                # Writers wake only a relay that said it idles; the claim that follows
+                # sees every commit made before they could have heard it (wakeup.py).
+                wakeup.announce_idle(conn)
+                self._announced_idle = True
             else:
                 self._idle(conn)
         self._drop_prefetched()
@@ -250,6 +257,7 @@ class Relay:
         deadline = time.monotonic() + self.options.poll_interval
         while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
             if wakeup.wait(conn, min(0.25, remaining)):
+                self._announced_idle = False  # the writers that woke us used it up
                 return
             if time.monotonic() >= self._next_rebalance and self._rebalance(conn):
                 return

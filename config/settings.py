@@ -114,10 +114,13 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Server-side binding lets psycopg prepare the statements a process repeats (every write
-# and read of the API), so PostgreSQL plans each once per connection, not per execution.
+# and read of the API; from their fifth run, psycopg's default), so PostgreSQL plans each
+# once per connection, not per execution. Django would not prepare any by itself.
+_SERVER_SIDE_BINDING = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
 DATABASES["default"]["OPTIONS"] = {
     "connect_timeout": 5,
-    "server_side_binding": env.bool("DATABASE_SERVER_SIDE_BINDING", default=True),
+    "server_side_binding": _SERVER_SIDE_BINDING,
+    "prepare_threshold": 5 if _SERVER_SIDE_BINDING else None,
 }
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}

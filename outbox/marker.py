@@ -13,11 +13,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 
+from outbox.db import id_array
 from outbox.models import OutboxMessage
 
 _MARK_PUBLISHED = f"""
     UPDATE {OutboxMessage._meta.db_table} SET state = 'published', published_at = now()
-     WHERE id = ANY(%s) AND state = 'pending'
+     WHERE id = ANY(%s::bigint[]) AND state = 'pending'
 """
 
 
@@ -33,7 +34,8 @@ class Marker:
         self.wait()
         self.in_progress = ids
         # In id order the UPDATE walks the heap pages in order instead of lane by lane.
-        self._future = self._executor.submit(self._conn.execute, _MARK_PUBLISHED, [sorted(ids)])
+        marked = id_array(sorted(ids))
+        self._future = self._executor.submit(self._conn.execute, _MARK_PUBLISHED, [marked])
 
     def wait(self) -> None:
         """Block until the last mark has committed; raise its database error, if any."""

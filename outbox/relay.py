@@ -18,11 +18,11 @@ from typing import NamedTuple
 
 import orjson
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from django.conf import settings
 
 from outbox import metrics, wakeup
-from outbox.db import unflushed_connection
+from outbox.db import id_array, unflushed_connection
 from outbox.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
@@ -45,7 +45,7 @@ _CLAIM = f"""
               FROM {TABLE} o
              WHERE o.state = 'pending' AND o.lane = owned.lane
                AND o.key <> ALL(%(held_keys)s::text[])
-               AND o.id <> ALL(%(being_marked)s::bigint[])
+               AND o.id <> ALL(%(skipped_ids)s::bigint[])
                AND NOT EXISTS (
                        SELECT 1 FROM {TABLE} p
                         WHERE p.state = 'parked' AND p.key = o.key AND p.id < o.id)
@@ -59,6 +59,7 @@ _PREPARED_CLAIM_MAX_EXCLUDED = 64
 _PREFETCH_MIN_ROWS = 1_000
 # The delivery-age histogram times every row of a batch up to this size and an even sample
 # of this many rows of a larger one: one observation costs about as much as a produce().
+# A row's age is taken when its batch is acknowledged (the relay gets no report per success).
 _TIMED_PER_BATCH = 256
 _RECORD_FAILURE = f"""
     UPDATE {TABLE}
@@ -98,6 +99,9 @@ _PRODUCER_REQUIRED = {
     "enable.idempotence": True,
     "acks": "all",
     "partitioner": "murmur2_random",
+    # Failures only: once flush() has emptied the queue, a message without a report was
+    # acknowledged. A Python callback per delivered message cost as much as its produce().
+    "delivery.report.only.error": True,
 }
 
 
@@ -122,13 +126,8 @@ class OutboxRow(NamedTuple):
     created: float  # epoch seconds
 
 
-def _fetch_claim(conn: psycopg.Connection, params: dict) -> list[OutboxRow]:
+def _fetch_claim(conn: psycopg.Connection, params: dict, prepare: bool) -> list[OutboxRow]:
     """Run the claim; also in the prefetch thread, so it touches nothing but its arguments."""
-    # A short exclusion list (a steady trickle of writes) uses the prepared plan: planning
-    # would cost more than the claim itself. A long one (draining a backlog) is planned
-    # afresh: with the ids as constants, PostgreSQL hashes the list instead of scanning it
-    # for every row, as a prepared plan would.
-    prepare = len(params["being_marked"]) <= _PREPARED_CLAIM_MAX_EXCLUDED
     # Binary results: the values arrive as raw bytes, not hex text to decode.
     rows = conn.execute(_CLAIM, params, prepare=prepare, binary=True).fetchall()
     return [
@@ -171,6 +170,7 @@ class Relay:
         self._prefetched: tuple[Future, frozenset[int]] | None = None  # claim, its lanes
         self._blocked_keys: set[str] = set()  # keys the last batch could not finish
         self._announced_idle = False  # told the writers we idle, and no NOTIFY came since
+        self._failed_deliveries: list[tuple[tuple[str, bytes, bytes], KafkaError]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,34 +293,43 @@ class Relay:
 
     def _claim(self, conn: psycopg.Connection) -> list[OutboxRow]:
         """The next batch: per owned lane, its oldest pending rows not already on their way."""
-        params = self._claim_params(in_flight=[])
-        return _fetch_claim(conn, params) if params else []
+        claim = self._claim_params(in_flight=[])
+        return _fetch_claim(conn, *claim) if claim else []
 
-    def _claim_params(self, in_flight: list[int]) -> dict | None:
-        """The claim's parameters, from this relay's state (read in the loop's thread only)."""
+    def _claim_params(self, in_flight: list[int]) -> tuple[dict, bool] | None:
+        """The claim's parameters and whether to prepare it, from this relay's state (read in
+        the loop's thread only); None without lanes."""
         lanes = sorted(self.leases.owned)
         if not lanes:
             return None
         now = time.monotonic()
         self._held_keys = {key: end for key, end in self._held_keys.items() if end > now}
-        return {
+        skipped = self._marker.in_progress + in_flight
+        params = {
             "lanes": lanes,
             "held_keys": list(self._held_keys),
-            "being_marked": self._marker.in_progress + in_flight,
+            "skipped_ids": id_array(skipped),
             "per_lane": -(-self.options.batch_size // len(lanes)),
         }
+        # A short list of skipped rows (a steady trickle of writes) uses the prepared plan:
+        # planning would cost more than the claim itself. A long one (draining a backlog)
+        # is planned afresh: with the ids known, PostgreSQL hashes the list instead of
+        # scanning it for every row, as a prepared plan would.
+        return params, len(skipped) <= _PREPARED_CLAIM_MAX_EXCLUDED
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
-        results: dict[int, KafkaError | None] = {}
-        halted: set[str] = set()  # keys whose row failed to produce: keep the rest back
-        every = max(1, len(rows) // _TIMED_PER_BATCH)
-        for n, row in enumerate(rows):
-            if row.key not in halted and not self._produce(row, results, timed=n % every == 0):
-                halted.add(row.key)
         if len(rows) >= _PREFETCH_MIN_ROWS and not self.stopping:
             self._prefetch(conn, in_flight=[row.id for row in rows])
-        self._await_deliveries()
-        self._blocked_keys = self._settle(conn, rows, results)
+        self._failed_deliveries.clear()
+        failures: dict[int, KafkaError] = {}
+        halted: set[str] = set()  # keys whose row failed to produce: keep the rest back
+        for row in rows:
+            if row.key not in halted and (error := self._produce(row)) is not None:
+                failures[row.id] = error
+                halted.add(row.key)
+        confirmed = self._await_deliveries()
+        failures.update(self._delivery_failures(rows))
+        self._blocked_keys = self._settle(conn, rows, failures, confirmed)
 
     # ------------------------------------------------------------------ prefetch
 
@@ -330,10 +339,10 @@ class Relay:
         It is produced only after this batch is acknowledged and settled, so the order on the
         wire is the same as without it. What changed meanwhile is applied when it is taken.
         """
-        params = self._claim_params(in_flight)
-        if params:
-            claim = self._prefetcher.submit(_fetch_claim, conn, params)
-            self._prefetched = (claim, frozenset(self.leases.owned))
+        claim = self._claim_params(in_flight)
+        if claim:
+            fetched = self._prefetcher.submit(_fetch_claim, conn, *claim)
+            self._prefetched = (fetched, frozenset(self.leases.owned))
 
     def _take_prefetched(self) -> list[OutboxRow]:
         """The prefetched batch, less the keys the batch before it left unfinished (their
@@ -355,26 +364,36 @@ class Relay:
             self._prefetched = None
             wait([claim])
 
-    def _produce(self, row: OutboxRow, results: dict[int, KafkaError | None], timed: bool) -> bool:
-        def delivered(error: KafkaError | None, _message) -> None:
-            results[row.id] = error
-            if timed and error is None:
-                metrics.DELIVERY_AGE.observe(time.time() - row.created)
-
+    def _produce(self, row: OutboxRow) -> KafkaError | None:
+        """Hand a row to librdkafka; the error if it refuses it (e.g. larger than allowed)."""
         while True:
             try:
-                self.producer.produce(
-                    row.topic, row.value, row.key, headers=row.headers, on_delivery=delivered
-                )
-                return True
+                self.producer.produce(row.topic, row.value, row.key, headers=row.headers)
+                return None
             except BufferError:  # librdkafka's queue is full: let it drain a little
                 self.producer.poll(0.05)
-            except KafkaException as exc:  # refused locally, e.g. larger than allowed
-                results[row.id] = exc.args[0]
-                return False
+            except KafkaException as exc:
+                return exc.args[0]
 
-    def _await_deliveries(self) -> None:
-        """Wait for every delivery report; after a stop, for at most the shutdown grace."""
+    def _delivery_failed(self, error: KafkaError, message: Message) -> None:
+        """librdkafka's report of a message it could not deliver (the only reports we get)."""
+        self._failed_deliveries.append(((message.topic(), message.key(), message.value()), error))
+
+    def _delivery_failures(self, rows: list[OutboxRow]) -> dict[int, KafkaError]:
+        """The rows of this batch that Kafka did not take, by id (their event ids make
+        topic, key and value unique)."""
+        if not self._failed_deliveries:
+            return {}
+        by_message = {(row.topic, row.key.encode(), row.value): row.id for row in rows}
+        return {
+            by_message[message]: error
+            for message, error in self._failed_deliveries
+            if message in by_message
+        }
+
+    def _await_deliveries(self) -> bool:
+        """Wait until Kafka has answered for every message: True, or False if a stop's
+        shutdown grace ran out first (what is still out counts as unconfirmed)."""
         deadline = None
         while self.producer.flush(0.1):
             if self.stopping:
@@ -385,31 +404,37 @@ class Relay:
                         "pending and will be sent again",
                         len(self.producer),
                     )
-                    return
+                    return False
+        return True
 
     def _settle(
-        self, conn: psycopg.Connection, rows: list[OutboxRow], results: dict[int, KafkaError | None]
+        self,
+        conn: psycopg.Connection,
+        rows: list[OutboxRow],
+        failures: dict[int, KafkaError],
+        confirmed: bool,
     ) -> set[str]:
         """Mark what Kafka acknowledged; record failures; return the keys left unfinished.
 
         After a key's first failure, its later rows stay pending even if Kafka took them:
         they are sent again behind the failed one, so the key's last word is in order.
         """
-        published: list[int] = []
+        published: list[OutboxRow] = []
         failed: list[tuple[OutboxRow, KafkaError]] = []
         blocked: set[str] = set()
         for row in rows:
             if row.key in blocked:
                 continue
-            if row.id not in results:  # held back, or unconfirmed at shutdown
-                blocked.add(row.key)
-            elif (error := results[row.id]) is None:
-                published.append(row.id)
-            else:
+            if (error := failures.get(row.id)) is not None:
                 blocked.add(row.key)
                 failed.append((row, error))
+            elif confirmed:
+                published.append(row)
+            else:  # unconfirmed at shutdown
+                blocked.add(row.key)
         if published:
-            self._marker.mark(published)
+            self._observe_delivery_ages(published)
+            self._marker.mark([row.id for row in published])
             metrics.PUBLISHED.inc(len(published))
             self._published_since_report += len(published)
             self.published_total += len(published)
@@ -418,6 +443,13 @@ class Relay:
         elif published:
             self._transient_failures = 0
         return blocked
+
+    @staticmethod
+    def _observe_delivery_ages(published: list[OutboxRow]) -> None:
+        """Creation to acknowledgement, for the rows _TIMED_PER_BATCH picks."""
+        acknowledged = time.time()
+        for row in published[:: max(1, len(published) // _TIMED_PER_BATCH)]:
+            metrics.DELIVERY_AGE.observe(acknowledged - row.created)
 
     def _record_failures(
         self, conn: psycopg.Connection, failed: list[tuple[OutboxRow, KafkaError]]
@@ -515,4 +547,6 @@ class Relay:
     # ------------------------------------------------------------------ Kafka
 
     def _new_producer(self) -> Producer:
-        return Producer(producer_config(error_cb=self._kafka_errors))
+        return Producer(
+            producer_config(error_cb=self._kafka_errors, on_delivery=self._delivery_failed)
+        )

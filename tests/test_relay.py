@@ -6,6 +6,8 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
+from secrets import token_urlsafe
 
 import psycopg
 import pytest
@@ -104,6 +106,40 @@ def test_a_row_kafka_refuses_is_parked_and_holds_back_only_its_own_key(admin_cli
     assert run_once() == 0
     behind.refresh_from_db()
     assert behind.state == "published"
+
+
+@pytest.fixture
+def small_message_topic() -> str:
+    """A topic whose broker-side limit (1,000 bytes) is far below the producer's own: a
+    larger message passes produce() and fails only in Kafka's delivery report."""
+    from confluent_kafka.admin import NewTopic
+
+    from outbox.kafka import admin_client
+    from outbox.services import topic_name
+
+    logical = f"small-messages-{uuid.uuid4().hex[:8]}"
+    admin = admin_client()
+    spec = NewTopic(topic_name(logical), 1, 1, config={"max.message.bytes": "1000"})
+    admin.create_topics([spec])[spec.topic].result(30)
+    yield logical
+    admin.delete_topics([spec.topic])[spec.topic].result(30)
+
+
+def test_a_row_the_broker_refuses_in_its_delivery_report_is_parked(small_message_topic):
+    def event(key: str, size: int) -> Event:  # random, so compression cannot shrink it
+        return Event(topic=small_message_topic, key=key, value={"blob": token_urlsafe(size)})
+
+    with transaction.atomic():
+        refused, behind, other = enqueue(
+            event("refused", 5_000), event("refused", 10), _event("healthy")
+        )
+
+    assert run_once(max_attempts=1) == 1
+
+    refused.refresh_from_db(), behind.refresh_from_db(), other.refresh_from_db()
+    assert (refused.state, refused.attempts) == ("parked", 1)
+    assert "too large" in refused.last_error.lower()
+    assert (behind.state, other.state) == ("pending", "published")
 
 
 def test_a_prefetched_batch_holds_back_the_later_rows_of_a_key_that_failed(monkeypatch):

@@ -164,11 +164,16 @@ def throughput(profile: bool) -> None:
     relay_rates, raw_rates = [], []
     for round_no in range(THROUGHPUT_ROUNDS):  # both sides in every round, side by side
         payloads = fresh_backlog()
+        rows = len(payloads)
         raw_rates.append(bare_producer_rate(payloads))
-        relay_rates.append(relay_rate(len(payloads)))
+        # A relay process holds no list of every message: kept alive, it would make Python's
+        # garbage collector walk 200,000 more objects while the relay runs (in interleaved
+        # rounds the ratio was 0.345 with the list kept, 0.364 without).
+        del payloads
+        relay_rates.append(relay_rate(rows))
         log(
             f"round {round_no + 1}: relay {relay_rates[-1]:.0f}/s vs bare producer "
-            f"{raw_rates[-1]:.0f}/s over {len(payloads)} rows (load {load()})"
+            f"{raw_rates[-1]:.0f}/s over {rows} rows (load {load()})"
         )
     rate, raw = median(relay_rates), median(raw_rates)
     emit(

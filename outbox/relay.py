@@ -1,9 +1,10 @@
 """The relay: outbox rows -> Kafka, at least once, in commit order per key (docs/relay.md).
 
 One loop, one batch at a time: claim the oldest pending rows of the lanes this relay
-leases, produce them, wait for every delivery report, then mark the delivered rows
-published in one UPDATE. A row is claimed by its state, never by an offset, so a row that
-becomes visible late (a smaller id committed after a larger one) is still found. Nothing
+leases, produce them, wait until Kafka has answered for every one (librdkafka reports
+only failures), then mark the delivered rows published in one UPDATE. A row is claimed by
+its state, never by an offset, so a row that becomes visible late (a smaller id committed
+after a larger one) is still found. Nothing
 is written before Kafka has acknowledged it: a relay killed at any moment leaves its rows
 pending, and whoever holds the lane next sends them again (duplicates, never gaps).
 """

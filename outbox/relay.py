@@ -4,9 +4,9 @@ One loop, one batch at a time: claim the oldest pending rows of the lanes this r
 leases, produce them, wait until Kafka has answered for every one (librdkafka reports
 only failures), then mark the delivered rows published in one UPDATE. A row is claimed by
 its state, never by an offset, so a row that becomes visible late (a smaller id committed
-after a larger one) is still found. Nothing
-is written before Kafka has acknowledged it: a relay killed at any moment leaves its rows
-pending, and whoever holds the lane next sends them again (duplicates, never gaps).
+after a larger one) is still found. Nothing is written before Kafka has acknowledged it: a
+relay killed at any moment leaves its rows pending, and whoever holds the lane next sends
+them again (duplicates, never gaps).
 """
 
 from __future__ import annotations

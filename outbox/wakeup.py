@@ -85,25 +85,20 @@ class _Notifier:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                if self._conn is None:
-                    self._connect()
-                if self._conn is not None and self._relay_idle and self._unannounced_commit:
+                if self._relay_idle and self._unannounced_commit:
                     self._send()
                 self._wait()
         finally:
             self._disconnect()
 
-    def _connect(self) -> None:
-        try:
-            self._conn = unflushed_connection("countstream-wakeup")
-            self._conn.execute(f"LISTEN {IDLE_CHANNEL}")
-        except psycopg.Error as exc:
-            logger.warning("could not wake the relay, it will poll instead: %s", exc)
-            self._disconnect()
-
     def _send(self) -> None:
+        """NOTIFY, connecting (and listening) first if need be: until it listens, the thread
+        assumes a relay idles, so the first commit always gets here."""
         self._relay_idle = self._unannounced_commit = False  # before: see the flags above
         try:
+            if self._conn is None:
+                self._conn = unflushed_connection("countstream-wakeup")
+                self._conn.execute(f"LISTEN {IDLE_CHANNEL}")
             self._conn.execute(_NOTIFY, [CHANNEL], prepare=True)
         except psycopg.Error as exc:
             logger.warning("could not wake the relay, it will poll instead: %s", exc)

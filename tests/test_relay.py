@@ -11,6 +11,7 @@ from secrets import token_urlsafe
 
 import psycopg
 import pytest
+from confluent_kafka.admin import NewTopic
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
@@ -20,10 +21,11 @@ from django.urls import reverse
 from counts import events, services
 from outbox import relay as relay_module
 from outbox.admin import EstimatedCountPaginator
+from outbox.kafka import admin_client
 from outbox.leases import LaneLeases
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
-from outbox.services import Event, enqueue
+from outbox.services import Event, enqueue, topic_name
 from tests.event_schemas import validate_event
 from tests.faults import database_url, free_ports, run_manage, wait_for
 from tests.relay_support import (
@@ -112,11 +114,6 @@ def test_a_row_kafka_refuses_is_parked_and_holds_back_only_its_own_key(admin_cli
 def small_message_topic() -> str:
     """A topic whose broker-side limit (1,000 bytes) is far below the producer's own: a
     larger message passes produce() and fails only in Kafka's delivery report."""
-    from confluent_kafka.admin import NewTopic
-
-    from outbox.kafka import admin_client
-    from outbox.services import topic_name
-
     logical = f"small-messages-{uuid.uuid4().hex[:8]}"
     admin = admin_client()
     spec = NewTopic(topic_name(logical), 1, 1, config={"max.message.bytes": "1000"})

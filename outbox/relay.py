@@ -21,6 +21,8 @@ import orjson
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from django.conf import settings
+from psycopg.rows import RowMaker
+from psycopg.types.json import set_json_loads
 
 from outbox import metrics, wakeup
 from outbox.db import id_array, unflushed_connection
@@ -38,7 +40,7 @@ TABLE = OutboxMessage._meta.db_table
 # retry backoff. Each lane gets its slice of the batch, so one busy lane cannot starve
 # the rest; every lane is a range scan of the partial index (lane, id) WHERE pending.
 _CLAIM = f"""
-    SELECT row.id, row.topic, row.key, row.value, row.headers::text,
+    SELECT row.id, row.topic, row.key, row.value, row.headers,
            extract(epoch FROM row.created_at)::float8
       FROM unnest(%(lanes)s::int[]) AS owned(lane)
      CROSS JOIN LATERAL (
@@ -129,12 +131,14 @@ class OutboxRow(NamedTuple):
 
 def _fetch_claim(conn: psycopg.Connection, params: dict, prepare: bool) -> list[OutboxRow]:
     """Run the claim; also in the prefetch thread, so it touches nothing but its arguments."""
-    # Binary results: the values arrive as raw bytes, not hex text to decode.
-    rows = conn.execute(_CLAIM, params, prepare=prepare, binary=True).fetchall()
-    return [
-        OutboxRow(row_id, topic, key, value, orjson.loads(headers), created)
-        for row_id, topic, key, value, headers, created in rows
-    ]
+    # Binary results: the values arrive as raw bytes, not hex text to decode. Rows are made
+    # by psycopg's C loop, not by a comprehension: a third less Python per claimed row.
+    cursor = conn.cursor(binary=True, row_factory=_outbox_row)
+    return cursor.execute(_CLAIM, params, prepare=prepare).fetchall()
+
+
+def _outbox_row(_cursor: psycopg.Cursor) -> RowMaker[OutboxRow]:
+    return OutboxRow._make
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ class Relay:
 
     def _connect(self) -> psycopg.Connection:
         conn = unflushed_connection("countstream-relay")
+        set_json_loads(orjson.loads, conn)  # the claimed rows' headers, faster than json
         logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
         return conn
 

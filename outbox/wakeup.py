@@ -103,6 +103,10 @@ class _Notifier:
         except psycopg.Error as exc:
             logger.warning("could not wake the relay, it will poll instead: %s", exc)
             self._disconnect()
+            return
+        # An announcement that arrived with the NOTIFY's reply is kept aside by psycopg: no
+        # select() would ever see it, and every later commit would wait for the relay's poll.
+        self._hear_announcements()
 
     def _wait(self) -> None:
         """Sleep until a writer pokes us or a relay announces itself."""
@@ -112,11 +116,15 @@ class _Notifier:
             while os.read(self._poke_read, 4096):
                 pass
         if self._conn is not None:
-            try:
-                if list(self._conn.notifies(timeout=0)):
-                    self._relay_idle = True
-            except psycopg.Error:
-                self._disconnect()
+            self._hear_announcements()
+
+    def _hear_announcements(self) -> None:
+        """Note whether a relay announced, from the socket or from what psycopg kept aside."""
+        try:
+            if list(self._conn.notifies(timeout=0)):
+                self._relay_idle = True
+        except psycopg.Error:
+            self._disconnect()
 
     def _disconnect(self) -> None:
         """Drop the connection; unheard, a relay may be idle, so assume one is."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -65,3 +67,19 @@ def test_an_announcement_without_new_commits_sends_nothing(relay_connection):
     wakeup.announce_idle(relay_connection)
 
     assert wake_ups(relay_connection, within=0.5) == 0
+
+
+def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
+    relay_connection, monkeypatch
+):
+    # The writer's NOTIFY takes half a second, so the relay's announcement reaches the
+    # thread with that query's reply (psycopg keeps it aside), not on the socket it waits on.
+    monkeypatch.setattr(wakeup, "_NOTIFY", "SELECT pg_notify(%s, ''), pg_sleep(0.5)")
+    count = services.count_create(name="crossing")
+    time.sleep(0.2)
+    relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces meanwhile
+    assert wake_ups(relay_connection, within=2.0) == 1
+
+    services.count_increment(count_id=count.id)
+
+    assert wake_ups(relay_connection, within=2.0) == 1

@@ -30,6 +30,15 @@ def wake_ups(conn: psycopg.Connection, within: float) -> int:
     return len(first) + len(list(conn.notifies(timeout=0.3))) if first else 0
 
 
+def writer_thread_busy(conn: psycopg.Connection) -> bool:
+    """Whether the writers' thread is running a query right now (its NOTIFY)."""
+    query = (
+        "SELECT EXISTS (SELECT FROM pg_stat_activity"
+        " WHERE application_name = 'countstream-wakeup' AND state = 'active')"
+    )
+    return conn.execute(query).fetchone()[0]
+
+
 def test_writers_wake_a_relay_once_per_announcement_and_never_while_it_is_busy(
     relay_connection,
 ):
@@ -76,7 +85,10 @@ def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
     # thread with that query's reply (psycopg keeps it aside), not on the socket it waits on.
     monkeypatch.setattr(wakeup, "_NOTIFY", "SELECT pg_notify(%s, ''), pg_sleep(0.5)")
     count = services.count_create(name="crossing")
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while not writer_thread_busy(relay_connection):
+        assert time.monotonic() < deadline, "the writer's thread never sent its NOTIFY"
+        time.sleep(0.01)
     relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces meanwhile
     assert wake_ups(relay_connection, within=2.0) == 1
 

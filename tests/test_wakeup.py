@@ -33,8 +33,8 @@ def wake_ups(conn: psycopg.Connection, within: float) -> int:
 def writer_thread_busy(conn: psycopg.Connection) -> bool:
     """Whether the writers' thread is running a query right now (its NOTIFY)."""
     query = (
-        "SELECT EXISTS (SELECT FROM pg_stat_activity"
-        " WHERE application_name = 'countstream-wakeup' AND state = 'active')"
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'countstream-wakeup' AND state = 'active')"
     )
     return conn.execute(query).fetchone()[0]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 
 from counts import services
 from outbox import wakeup
+from tests.faults import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,10 +84,7 @@ def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
     # thread with that query's reply (psycopg keeps it aside), not on the socket it waits on.
     monkeypatch.setattr(wakeup, "_NOTIFY", "SELECT pg_notify(%s, ''), pg_sleep(0.5)")
     count = services.count_create(name="crossing")
-    deadline = time.monotonic() + 10
-    while not writer_thread_busy(relay_connection):
-        assert time.monotonic() < deadline, "the writer's thread never sent its NOTIFY"
-        time.sleep(0.01)
+    wait_for(lambda: writer_thread_busy(relay_connection), 10, "the writer's NOTIFY", every=0.01)
     relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces meanwhile
     assert wake_ups(relay_connection, within=2.0) == 1
 

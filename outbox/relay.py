@@ -56,7 +56,7 @@ _CLAIM = f"""
              LIMIT %(per_lane)s
           ) AS row
 """
-_PREPARED_CLAIM_MAX_EXCLUDED = 64
+_PREPARED_CLAIM_MAX_SKIPPED = 64
 # From this batch size on (draining a backlog), the next batch is claimed while the current
 # one waits for Kafka's acknowledgements; a trickle of single rows gains nothing from it.
 _PREFETCH_MIN_ROWS = 1_000
@@ -321,7 +321,7 @@ class Relay:
         # planning would cost more than the claim itself. A long one (draining a backlog)
         # is planned afresh: with the ids known, PostgreSQL hashes the list instead of
         # scanning it for every row, as a prepared plan would.
-        return params, len(skipped) <= _PREPARED_CLAIM_MAX_EXCLUDED
+        return params, len(skipped) <= _PREPARED_CLAIM_MAX_SKIPPED
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
         if len(rows) >= _PREFETCH_MIN_ROWS and not self.stopping:

@@ -191,6 +191,7 @@ class Relay:
             try:
                 with self._connect() as conn, self._connect() as mark_conn:
                     wakeup.listen(conn)
+                    set_json_loads(orjson.loads, conn)  # the claimed rows' headers
                     self._announced_idle = False  # a new session has announced nothing
                     self.leases.join(conn)
                     self._reconnects = 0
@@ -208,7 +209,6 @@ class Relay:
 
     def _connect(self) -> psycopg.Connection:
         conn = unflushed_connection("countstream-relay")
-        set_json_loads(orjson.loads, conn)  # the claimed rows' headers, faster than json
         logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
         return conn
 

@@ -29,8 +29,9 @@ def prefill(run_id: str) -> list:
 
     from counts.events import COUNT_VALUE_UPDATED, now_ms
     from counts.models import Count
-    from outbox.kafka import client_config
-    from outbox.services import serialize, topic_name
+    from infra.kafka import client_config
+    from infra.topics import topic_name
+    from outbox.services import serialize
 
     counts = Count.objects.bulk_create(Count(name=f"bench-{run_id}-{n}") for n in range(KEYS))
     producer = Producer(client_config(**{"linger.ms": 20, "partitioner": "murmur2_random"}))
@@ -63,7 +64,7 @@ def processed(port: int) -> float:
 
 def consumer_rate(env: dict[str, str]) -> float:
     """Events/s of a real consumer process, from its first to its last processed event."""
-    from tests.faults import free_ports
+    from scripts.services import free_ports
 
     (port,) = free_ports(1)
     command = [sys.executable, "manage.py", "consume", "--metrics-port", str(port)]
@@ -90,8 +91,8 @@ def raw_rate() -> float:
     from confluent_kafka import Consumer
 
     from counts.events import COUNT_VALUE_UPDATED
-    from outbox.kafka import client_config
-    from outbox.services import topic_name
+    from infra.kafka import client_config
+    from infra.topics import topic_name
 
     consumer = Consumer(
         client_config(

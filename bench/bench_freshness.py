@@ -141,10 +141,10 @@ def main() -> None:
     bench = setup_bench()
     from django.conf import settings
 
-    from counts import services
+    from counts import cache, services
     from counts.models import Count
-    from dashboard import cache, read_model
-    from tests.faults import free_ports, is_listening
+    from dashboard import read_model
+    from scripts.services import free_ports, is_listening
 
     count_ids = [
         str(services.count_create(name=f"fresh-{bench.run_id}-{n}").id) for n in range(COUNTS)

@@ -64,8 +64,9 @@ def prefill(keys: list[str]) -> None:
     from django.db import connection
 
     from counts.events import COUNT_VALUE_UPDATED
+    from infra.topics import topic_name
     from outbox.models import OutboxMessage
-    from outbox.services import lane_for_key, topic_name
+    from outbox.services import lane_for_key
 
     lanes = [lane_for_key(key) for key in keys]
     with connection.cursor() as cursor:
@@ -215,7 +216,7 @@ def latency(env: dict[str, str]) -> None:
 
     from counts import services
     from outbox.models import OutboxMessage
-    from tests.faults import free_ports
+    from scripts.services import free_ports
 
     count_ids = [services.count_create(name=f"latency-{n}").id for n in range(64)]
     committed: dict[str, float] = {}

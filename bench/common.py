@@ -84,7 +84,7 @@ def _create_database_if_missing(database_url: str) -> None:
 
 def _delete_topics(prefix: str) -> None:
     """Delete this run's topics: the managed ones and any a benchmark made itself."""
-    from outbox.kafka import admin_client
+    from infra.kafka import admin_client
 
     admin = admin_client()  # keep it alive until the futures resolve
     topics = [name for name in admin.list_topics(timeout=10).topics if name.startswith(prefix)]

@@ -70,8 +70,9 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "counts",
+    "infra",
     "outbox",
+    "counts",
     "dashboard",
 ]
 

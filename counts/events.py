@@ -2,19 +2,12 @@
 
 import time
 
-from django.conf import settings
-
 from counts.models import Count
 from outbox.services import Event, Sql
 
 COUNT_VALUE_UPDATED = "count-value-updated"
 COUNT_INFO_UPDATED = "count-info-updated"
 TOPICS = (COUNT_VALUE_UPDATED, COUNT_INFO_UPDATED)
-
-
-def managed_topics() -> list[str]:
-    """Every topic countstream creates: the two count topics and the consumer's dead letters."""
-    return [*TOPICS, settings.KAFKA_DEAD_LETTER_TOPIC]
 
 
 def now_ms() -> int:

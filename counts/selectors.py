@@ -1,4 +1,4 @@
-"""Reads of counts from the database (the API caches them with dashboard.cache)."""
+"""Reads of counts from the database (the API caches them with counts.cache)."""
 
 from __future__ import annotations
 

@@ -37,13 +37,14 @@ from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 from tqdm import tqdm
 
-from counts.events import TOPICS, managed_topics, now_ms
+from counts import cache
+from counts.events import TOPICS, now_ms
 from counts.models import Count
-from dashboard import cache, metrics, read_model
+from dashboard import metrics, read_model
 from dashboard.events import CountEvent, PoisonMessage, parse_event
-from outbox.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config, ensure_topics
-from outbox.models import OutboxMessage
-from outbox.services import topic_name
+from infra.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
+from infra.topics import ensure_topics, managed_topics, topic_name
+from outbox.selectors import published_keys
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -336,8 +337,7 @@ class DashboardConsumer:
         missing -= read_model.seen_counts(missing)
         if missing:
             event_ids = [e.event_id for e in events if e.count_id in missing]
-            published = OutboxMessage.objects.filter(event_id__in=event_ids)
-            missing -= set(published.values_list("key", flat=True))
+            missing -= published_keys(event_ids)
         return missing
 
     def _send_dead_letters(self, dead: list) -> bool:

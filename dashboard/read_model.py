@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 from redis import Redis
 
-from dashboard.cache import queue_invalidation, redis_client, redis_key
+from counts.cache import queue_invalidation
 from dashboard.events import CountEvent
+from infra.redis import redis_client, redis_key
 
 STREAM_MAXLEN = 10_000
 FEED_ENTRIES = 20

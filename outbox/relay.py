@@ -24,9 +24,9 @@ from django.conf import settings
 from psycopg.rows import RowMaker
 from psycopg.types.json import set_json_loads
 
+from infra.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
 from outbox import metrics, wakeup
 from outbox.db import id_array, unflushed_connection
-from outbox.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
 from outbox.leases import LaneLeases
 from outbox.marker import Marker
 from outbox.models import OutboxMessage

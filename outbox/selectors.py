@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -44,3 +45,9 @@ def outbox_backlog() -> Backlog:
     with connection.cursor() as cursor:
         cursor.execute(BACKLOG_SQL, {"lanes": settings.OUTBOX_LANES})
         return Backlog.from_row(cursor.fetchone())
+
+
+def published_keys(event_ids: Iterable[str]) -> set[str]:
+    """The keys of the outbox rows with these event ids: events that really were written."""
+    rows = OutboxMessage.objects.filter(event_id__in=list(event_ids))
+    return set(rows.values_list("key", flat=True))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 
+from infra.topics import topic_name
 from outbox import wakeup
 from outbox.models import OutboxMessage
 
@@ -35,11 +36,6 @@ class Event:
     value: Mapping
     headers: Mapping[str, str] = field(default_factory=dict)
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-
-def topic_name(logical_name: str) -> str:
-    """The physical topic for a logical one (KAFKA_TOPIC_PREFIX lets environments share Kafka)."""
-    return f"{settings.KAFKA_TOPIC_PREFIX}{logical_name}"
 
 
 def lane_for_key(key: str) -> int:

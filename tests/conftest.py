@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
+from infra.kafka import client_config
 from outbox import wakeup
-from outbox.kafka import client_config
 
 # Private services to break and app processes to kill (the reliability tests), and an
 # isolated event pipeline per test (the consumer and dashboard tests) and Kafka consumers.

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,22 +26,19 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from scripts.services import KafkaNode, is_listening, kafka_cluster_id, newest_postgres
+from scripts.services import (
+    KafkaNode,
+    free_ports,
+    is_listening,
+    kafka_cluster_id,
+    newest_postgres,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # PostgreSQL runs as the `postgres` OS user, which cannot enter pytest's private tmp dirs.
 FAULTS_HOME = ROOT / ".local" / "faults"
 
 T = TypeVar("T")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback ports that were free a moment ago."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
@@ -456,7 +451,7 @@ def start_relay(app_processes, test_database_url) -> Callable[..., AppProcess]:
 def count_topics() -> None:
     """The two count topics of tests.settings, for tests that publish without a consumer."""
     from counts.events import TOPICS
-    from outbox.kafka import ensure_topics
+    from infra.topics import ensure_topics
 
     ensure_topics(list(TOPICS))
 

@@ -27,14 +27,14 @@ from django.conf import settings
 from django.utils import timezone
 from redis import Redis
 
-from counts.events import TOPICS, managed_topics
+from counts.events import TOPICS
 from counts.models import Count
 from dashboard import read_model
-from dashboard.cache import redis_client
 from dashboard.consumer import DashboardConsumer
-from outbox.kafka import admin_client, client_config, ensure_topics
+from infra.kafka import admin_client, client_config
+from infra.redis import redis_client
+from infra.topics import ensure_topics, managed_topics, topic_name
 from outbox.models import OutboxMessage
-from outbox.services import topic_name
 
 
 def database_truth() -> dict[str, tuple[str, int]]:

@@ -12,9 +12,10 @@ from confluent_kafka import Consumer, TopicPartition
 from django.db import transaction
 
 from counts import events
-from outbox.kafka import client_config
+from infra.kafka import client_config
+from infra.topics import topic_name
 from outbox.models import OutboxMessage
-from outbox.services import Event, enqueue, topic_name
+from outbox.services import Event, enqueue
 from tests.faults import AppProcess, wait_for
 
 

@@ -13,10 +13,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config import asgi
+from counts.cache import invalidate_counts
 from counts.models import INT64_MAX, INT64_MIN, Count
 from counts.selectors import count_get
 from counts.services import count_create, count_increment, count_update_info
-from dashboard.cache import invalidate_counts
 from tests.outbox_watch import OutboxWatch, info_event, value_event
 
 pytestmark = pytest.mark.django_db

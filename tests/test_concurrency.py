@@ -23,8 +23,8 @@ from counts.services import (
     count_set,
     count_update_info,
 )
+from infra.topics import topic_name
 from outbox.models import OutboxMessage
-from outbox.services import topic_name
 from tests.event_schemas import validate_event
 from tests.faults import ROOT, database_url, process_env
 from tests.outbox_watch import decode

@@ -12,13 +12,13 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Sum
 
-from counts import services
+from counts import cache, services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED
 from counts.models import Count
-from dashboard import cache, read_model
+from dashboard import read_model
 from dashboard.consumer import DashboardConsumer, StartAt, consumer_config
 from dashboard.events import CountEvent
-from outbox.services import topic_name
+from infra.topics import topic_name
 from tests.faults import wait_for
 from tests.pipeline import database_truth, read_model_state
 

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import expect, sync_playwright
 from rest_framework.authtoken.models import Token
 
-from counts import services
-from dashboard import cache, read_model
+from counts import cache, services
+from dashboard import read_model
 from dashboard.events import CountEvent
 from tests.faults import api_client
 

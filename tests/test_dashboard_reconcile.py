@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from counts import services
-from dashboard import cache, read_model
+from counts import cache, services
+from dashboard import read_model
 from dashboard.tasks import reconcile_dashboard
 from tests.pipeline import database_truth, read_model_state
 

@@ -5,8 +5,8 @@ import logging
 import pytest
 from confluent_kafka import KafkaError
 
-from outbox import kafka
-from outbox.kafka import KafkaErrorLog
+from infra import kafka
+from infra.kafka import KafkaErrorLog
 
 TRANSPORT = KafkaError(KafkaError._TRANSPORT, "127.0.0.1:9092/1: Connection refused")
 ALL_DOWN = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")

@@ -107,7 +107,7 @@ def test_readyz_rejects_an_unknown_check(client):
 def test_check_database_down():
     """In a process of its own: this one's connection must stay on the test database."""
     probe = (
-        "import django; django.setup(); from config.health import check_database; "
+        "import django; django.setup(); from infra.health import check_database; "
         "r = check_database(); print(r.ok, r.detail.split(':')[0], r.latency_ms < 5000)"
     )
     env = process_env(f"postgres://countstream:countstream@127.0.0.1:{_closed_port()}/nope")

@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka.admin import NewTopic
 from django.core.management import CommandError, call_command
 
-from outbox.kafka import admin_client, describe_topics, topic_configs
-from outbox.services import topic_name
+from infra.kafka import admin_client
+from infra.topics import describe_topics, topic_configs, topic_name
 from tests.faults import free_ports, wait_for
 
 

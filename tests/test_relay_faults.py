@@ -17,7 +17,7 @@ from django.db import close_old_connections, connection
 from django.test import override_settings
 
 from counts import events, services
-from outbox.kafka import ensure_topics
+from infra.topics import ensure_topics
 from tests.faults import RELAY_TIMING, AppProcess, wait_for
 from tests.relay_support import (
     assert_commit_order,

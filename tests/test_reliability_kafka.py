@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from counts import events, services
 from counts.models import Count
-from outbox.kafka import ensure_topics
+from infra.topics import ensure_topics
 from outbox.models import OutboxMessage
 from tests.faults import (
     CONSUMER_ARGS,

@@ -17,8 +17,9 @@ from django.test import Client
 
 from counts import events, services
 from counts.models import Count
+from infra.topics import topic_name
 from outbox.models import OutboxMessage
-from outbox.services import serialize, topic_name
+from outbox.services import serialize
 from tests.faults import CONSUMER_ARGS, RELAY_ARGS, SteadyLoad, report, wait_for
 from tests.pipeline import database_truth, read_model_state
 from tests.relay_support import (

@@ -17,8 +17,7 @@ import redis
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from counts import services
-from dashboard import cache
+from counts import cache, services
 from outbox.models import OutboxMessage
 from tests.faults import (
     CONSUMER_ARGS,

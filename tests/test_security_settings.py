@@ -31,7 +31,7 @@ DUMP_SETTINGS = """
 import json, django
 django.setup()
 from django.conf import settings as s
-from outbox.kafka import client_config
+from infra.kafka import client_config
 db = s.DATABASES["default"]
 print(json.dumps({
     "db": [db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]],
@@ -162,7 +162,7 @@ BUILD_KAFKA_CLIENTS = """
 import json, django
 django.setup()
 from confluent_kafka import Consumer, Producer
-from outbox.kafka import admin_client, client_config
+from infra.kafka import admin_client, client_config
 config = client_config()
 Producer(config)  # librdkafka rejects unknown or inconsistent settings right here
 Consumer(client_config(**{"group.id": "security-test"})).close()

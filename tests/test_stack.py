@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django_redis import get_redis_connection
 
-from outbox.kafka import admin_client
+from infra.kafka import admin_client
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Thin REST views: validate input, call a service or a cached selector, shape the output.
 
-Reads go through the generation-checked cache of dashboard.cache, which the consumer
+Reads go through the generation-checked cache of counts.cache, which the consumer
 invalidates when a count's events arrive; writes go straight to the services.
 """
 
@@ -30,14 +30,14 @@ from counts.api.serializers import (
     CountUpdateInput,
 )
 from counts.api.throttling import WriteRateThrottle
-from counts.models import Count, parse_count_id
-from dashboard.cache import (
+from counts.cache import (
     count_generation_key,
     count_key,
     list_generation_key,
     list_key,
     read_through,
 )
+from counts.models import Count, parse_count_id
 
 NOT_FOUND = OpenApiResponse(description="No count with this id.")
 COUNT_ID = OpenApiParameter("count_id", OpenApiTypes.UUID, OpenApiParameter.PATH)

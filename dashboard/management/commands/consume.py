@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from config.health import check_for_command
 from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
 from dashboard.services import reconcile_read_model
+from infra.health import check_for_command
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config.health import check_for_command
+from infra.health import check_for_command
 from outbox import metrics
 from outbox.relay import Relay, RelayOptions
 

@@ -1,21 +1,18 @@
-"""Kafka clients built from Django settings, and the layout of countstream's topics.
+"""countstream's topics: their names, which ones exist, and their layout in Kafka.
 
 The wanted layout (partitions, replication, retention, cleanup policy, min ISR) comes from
 settings; docs/operations.md says why the defaults are what they are (CA-710A, CA-710B).
+Apps name the topics they own with `register_topics()` (in their AppConfig.ready()), so
+`manage.py kafka_topics` manages them without knowing any domain.
 """
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -29,63 +26,25 @@ from confluent_kafka.admin import (
 )
 from django.conf import settings
 
-from outbox.services import topic_name
+from infra.kafka import admin_client
 
-# librdkafka's own log, critical lines only: while a broker is away it logs every failed
-# reconnect of every connection (dozens a second). Errors reach us through exceptions, or
-# through a KafkaErrorLog as the client's error_cb.
-QUIET_LOG = {"log_level": 2}
+# Logical topic names, or callables returning one (a name read from settings at use time).
+_REGISTERED: list[str | Callable[[], str]] = []
 
 
-def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
-    """Seconds to wait after the `failures`-th failure in a row: doubling from `base`."""
-    return min(cap, base * 2 ** max(0, failures - 1))
+def register_topics(*names: str | Callable[[], str]) -> None:
+    """Add topics that `kafka_topics ensure` creates and `describe` shows."""
+    _REGISTERED.extend(name for name in names if name not in _REGISTERED)
 
 
-def client_config(**overrides) -> dict:
-    """librdkafka settings shared by producers, consumers and the admin client."""
-    return {**settings.KAFKA_CLIENT_CONFIG, **overrides}
+def managed_topics() -> list[str]:
+    """Every registered topic's logical name, in registration order."""
+    return [name() if callable(name) else name for name in _REGISTERED]
 
 
-def admin_client() -> AdminClient:
-    """An admin client; its failures are the exceptions of the calls made with it."""
-    return AdminClient(client_config(**QUIET_LOG))
-
-
-class KafkaErrorLog:
-    """A librdkafka `error_cb` that tells an outage in a few lines, not one per reconnect.
-
-    The first error of a kind is logged at once (WARNING); repeats are only counted until
-    `every` seconds have passed, and the next one is logged with that count. Fatal errors
-    are always logged, at ERROR.
-    """
-
-    def __init__(self, logger: logging.Logger, prefix: str, every: float = 10.0) -> None:
-        self.logger = logger
-        self.prefix = prefix
-        self.every = every
-        self._kinds: dict[int, tuple[float, int]] = {}  # code -> (last logged, repeats since)
-
-    def __call__(self, error: KafkaError) -> None:
-        if error.fatal():
-            self.logger.error("%s: %s (fatal)", self.prefix, error.str())
-            return
-        now = time.monotonic()
-        logged_at, repeats = self._kinds.get(error.code(), (now - self.every, 0))
-        if now - logged_at < self.every:
-            self._kinds[error.code()] = (logged_at, repeats + 1)
-            return
-        self._kinds[error.code()] = (now, 0)
-        if repeats:
-            self.logger.warning(
-                "%s: %s (%d more like it in the %.0f s before)",
-                self.prefix,
-                error.str(),
-                repeats,
-                now - logged_at,
-            )
-        else:
-            self.logger.warning("%s: %s", self.prefix, error.str())
+def topic_name(logical_name: str) -> str:
+    """The physical topic for a logical one (KAFKA_TOPIC_PREFIX lets environments share Kafka)."""
+    return f"{settings.KAFKA_TOPIC_PREFIX}{logical_name}"
 
 
 def topic_configs() -> dict[str, str]:

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django_redis import get_redis_connection
-from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
+
+from infra.redis import redis_client, redis_key
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ end
 """
 
 
-def redis_key(*parts: str) -> str:
-    """A Redis key under this environment's CACHE_KEY_PREFIX."""
-    return ":".join([settings.CACHE_KEY_PREFIX, *parts])
-
-
 def count_key(count_id: str) -> str:
     return redis_key("count", str(count_id))
 
@@ -67,10 +62,6 @@ def list_key(query: str) -> str:
 
 def list_generation_key() -> str:
     return redis_key("gen", "count-list")
-
-
-def redis_client() -> Redis:
-    return get_redis_connection("default")
 
 
 def read_through(key: str, generation_key: str, loader: Callable[[], Any]) -> Any:

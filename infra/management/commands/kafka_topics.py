@@ -9,9 +9,13 @@ from confluent_kafka import KafkaException
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from counts.events import managed_topics
-from outbox.kafka import TopicState, describe_topics, ensure_topic_layout
-from outbox.services import topic_name
+from infra.topics import (
+    TopicState,
+    describe_topics,
+    ensure_topic_layout,
+    managed_topics,
+    topic_name,
+)
 
 
 class Command(BaseCommand):

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class InfraConfig(AppConfig):
+    """Shared infrastructure: Kafka clients and topics, Redis keys, health checks."""
+
+    name = "infra"
+    verbose_name = "Infrastructure"

@@ -1,0 +1,70 @@
+"""Kafka clients built from Django settings, and the pieces every client shares.
+
+librdkafka settings (`client_config`), the admin client, a quiet librdkafka log, an
+`error_cb` that tells an outage in a few lines, and the retry backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AdminClient
+from django.conf import settings
+
+# librdkafka's own log, critical lines only: while a broker is away it logs every failed
+# reconnect of every connection (dozens a second). Errors reach us through exceptions, or
+# through a KafkaErrorLog as the client's error_cb.
+QUIET_LOG = {"log_level": 2}
+
+
+def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: doubling from `base`."""
+    return min(cap, base * 2 ** max(0, failures - 1))
+
+
+def client_config(**overrides) -> dict:
+    """librdkafka settings shared by producers, consumers and the admin client."""
+    return {**settings.KAFKA_CLIENT_CONFIG, **overrides}
+
+
+def admin_client() -> AdminClient:
+    """An admin client; its failures are the exceptions of the calls made with it."""
+    return AdminClient(client_config(**QUIET_LOG))
+
+
+class KafkaErrorLog:
+    """A librdkafka `error_cb` that tells an outage in a few lines, not one per reconnect.
+
+    The first error of a kind is logged at once (WARNING); repeats are only counted until
+    `every` seconds have passed, and the next one is logged with that count. Fatal errors
+    are always logged, at ERROR.
+    """
+
+    def __init__(self, logger: logging.Logger, prefix: str, every: float = 10.0) -> None:
+        self.logger = logger
+        self.prefix = prefix
+        self.every = every
+        self._kinds: dict[int, tuple[float, int]] = {}  # code -> (last logged, repeats since)
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.logger.error("%s: %s (fatal)", self.prefix, error.str())
+            return
+        now = time.monotonic()
+        logged_at, repeats = self._kinds.get(error.code(), (now - self.every, 0))
+        if now - logged_at < self.every:
+            self._kinds[error.code()] = (logged_at, repeats + 1)
+            return
+        self._kinds[error.code()] = (now, 0)
+        if repeats:
+            self.logger.warning(
+                "%s: %s (%d more like it in the %.0f s before)",
+                self.prefix,
+                error.str(),
+                repeats,
+                now - logged_at,
+            )
+        else:
+            self.logger.warning("%s: %s", self.prefix, error.str())

@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.conf import settings
 
-from config import health
+from infra import health
 from tests.faults import free_ports, process_env
 
 

@@ -198,7 +198,7 @@ def exposed_metric_names() -> set[str]:
     """Every series name web, relay and consumer can expose."""
     import prometheus_client
 
-    import dashboard.metrics  # noqa: F401  (registers the consumer's metrics)
+    import dashboard.consuming.metrics  # noqa: F401  (registers the consumer's metrics)
     import outbox.metrics  # noqa: F401  (registers the relay's metrics)
     from config.metrics import REGISTRY as WEB_REGISTRY
 

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
+from dashboard.consuming.loop import BATCH_SIZE, DashboardConsumer
+from dashboard.consuming.replay import StartAt
 from dashboard.services import reconcile_read_model
 from infra.health import check_for_command
 

@@ -156,7 +156,7 @@ def test_web_closes_open_streams_two_seconds_into_a_shutdown_everywhere():
 @pytest.mark.parametrize(
     ("component", "port", "address_setting"),
     [
-        ("relay", settings.RELAY_METRICS_PORT, "RELAY_METRICS_ADDRESS"),
+        ("relay", settings.RELAY_METRICS_PORT, "RELAY_METRICS_HOST"),
         ("consumer", settings.CONSUMER_METRICS_PORT, "CONSUMER_METRICS_HOST"),
     ],
 )

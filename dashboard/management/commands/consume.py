@@ -6,12 +6,12 @@ from argparse import ArgumentTypeError
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from prometheus_client import start_http_server
+from django.core.management.base import BaseCommand, CommandParser
 
 from dashboard.consuming.loop import BATCH_SIZE, DashboardConsumer
 from dashboard.consuming.replay import StartAt
 from dashboard.services import reconcile_read_model
+from infra.command_options import metrics_port, positive_int, serve_metrics
 from infra.health import check_for_command
 
 logger = logging.getLogger(__name__)
@@ -57,15 +57,15 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=positive_int,
             default=BATCH_SIZE,
             help="messages per batch at most (default %(default)s)",
         )
         parser.add_argument(
             "--metrics-port",
-            type=int,
+            type=metrics_port,
             default=settings.CONSUMER_METRICS_PORT,
-            help="Prometheus metrics port on CONSUMER_METRICS_HOST (0: off; default %(default)s)",
+            help="Prometheus /metrics port on CONSUMER_METRICS_HOST (0: off; default %(default)s)",
         )
 
     def handle(self, *args, **options) -> None:
@@ -75,8 +75,7 @@ class Command(BaseCommand):
                 ["kafka", "redis", "database"],
                 "the consumer's dependencies are not all reachable",
             )
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1")
+        serve_metrics(options["metrics_port"], settings.CONSUMER_METRICS_HOST)
         replay = options["from_beginning"] or options["reset_to"] is not None
         consumer = DashboardConsumer(
             batch_size=options["batch_size"],
@@ -85,7 +84,6 @@ class Command(BaseCommand):
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: consumer.stop())
-        self._serve_metrics(options["metrics_port"])
         self._catch_up_read_model()
         consumer.run()
 
@@ -103,13 +101,3 @@ class Command(BaseCommand):
                 "consume: read model caught up at start: %s",
                 {kind: len(ids) for kind, ids in repairs.items()},
             )
-
-    def _serve_metrics(self, port: int) -> None:
-        if port == 0:
-            return
-        host = settings.CONSUMER_METRICS_HOST
-        try:
-            start_http_server(port, addr=host)
-        except OSError as exc:
-            raise CommandError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-        self.stdout.write(f"metrics on http://{host}:{port}/metrics")

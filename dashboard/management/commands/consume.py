@@ -30,7 +30,8 @@ def _iso_time(text: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Consume count events: invalidate caches and refresh the dashboard. "
-        "--from-beginning / --reset-to rebuild the read model and caches from the log."
+        "--from-beginning rebuilds the read model from the log; --reset-to re-applies the "
+        "events from a time on; both drop every cached entry first."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,14 +39,15 @@ class Command(BaseCommand):
         start.add_argument(
             "--from-beginning",
             action="store_true",
-            help="rebuild: replay every event still in the topics",
+            help="rebuild: empty the read model, drop every cached entry and replay every "
+            "event still in the topics",
         )
         start.add_argument(
             "--reset-to",
             metavar="ISO_TIME",
             type=_iso_time,
-            help="replay the events from this time on, repairing what they touch "
-            "(e.g. 2026-01-31T12:00:00Z)",
+            help="drop every cached entry and replay the events from this time on, "
+            "repairing the counts they touch (e.g. 2026-01-31T12:00:00Z)",
         )
         parser.add_argument(
             "--once", action="store_true", help="exit once every assigned partition is caught up"

@@ -12,7 +12,7 @@ from counts.events import COUNT_VALUE_UPDATED
 from dashboard.consuming.loop import DashboardConsumer
 from infra.kafka import admin_client
 from infra.topics import topic_name
-from tests.faults import wait_for
+from tests.support.waiting import wait_for
 
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = "1048588"
 

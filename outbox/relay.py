@@ -161,6 +161,7 @@ class Relay:
         self._kafka_errors = KafkaErrorLog(logger, "relay: Kafka")
         self.producer = self._new_producer()
         self.stopping = False
+        self._stop_deadline = 0.0  # until when a stop waits for delivery reports
         self.left_behind = 0  # rows a --once run could not publish
         self._transient_failures = 0
         self._reconnects = 0
@@ -183,6 +184,7 @@ class Relay:
         """Stop claiming; the batch in flight is still awaited and marked."""
         if not self.stopping:
             logger.info("relay: stopping after the current batch")
+            self._stop_deadline = time.monotonic() + self.options.shutdown_grace
         self.stopping = True
 
     def run(self) -> int:
@@ -202,7 +204,12 @@ class Relay:
                 continue
             if self.options.once:
                 break
-        self._await_deliveries()
+        if not self._await_deliveries():
+            logger.warning(
+                "relay: %d deliveries unconfirmed at shutdown; their rows stay pending and "
+                "will be sent again",
+                len(self.producer),
+            )
         self._prefetcher.shutdown(wait=True)
         logger.info("relay: stopped after publishing %d rows", self.published_total)
         return 1 if self.left_behind else 0
@@ -398,19 +405,11 @@ class Relay:
         }
 
     def _await_deliveries(self) -> bool:
-        """Wait until Kafka has answered for every message: True, or False if a stop's
-        shutdown grace ran out first (what is still out counts as unconfirmed)."""
-        deadline = None
+        """Wait until Kafka has answered for every message: True, or False if the shutdown
+        grace, counted from the stop, ran out first (what is still out is unconfirmed)."""
         while self.producer.flush(0.1):
-            if self.stopping:
-                deadline = deadline or time.monotonic() + self.options.shutdown_grace
-                if time.monotonic() > deadline:
-                    logger.warning(
-                        "relay: %d deliveries unconfirmed at shutdown; their rows stay "
-                        "pending and will be sent again",
-                        len(self.producer),
-                    )
-                    return False
+            if self.stopping and time.monotonic() > self._stop_deadline:
+                return False
         return True
 
     def _settle(
@@ -479,7 +478,7 @@ class Relay:
                 self._hold_keys(error, outcome)
         if self.options.once:
             logger.error("relay --once: giving up after failed deliveries")
-            self.stopping = True
+            self.stop()
         if any(error.fatal() for _, error in failed):
             logger.error("relay: the Kafka producer failed fatally; starting a new one")
             self.producer = self._new_producer()

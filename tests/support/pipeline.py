@@ -4,7 +4,7 @@ Each test gets its own topics, consumer group and Redis keys (a fresh run id, wh
 subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
 its topics and keys are deleted afterwards.
 `relay_pending()` publishes the outbox with the real relay; `publish_pending()` is a
-stand-in that moves rows to Kafka byte for byte, for tests of the read side alone.
+stand-in that moves rows to Kafka byte for byte, for read-side tests inside a transaction.
 The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
 """
 
@@ -80,7 +80,9 @@ class Pipeline:
         return {"COUNTSTREAM_TEST_RUN": self.run_id}
 
     def publish_pending(self) -> int:
-        """Publish the pending outbox rows in id order, exactly as stored, and mark them."""
+        """Publish the pending outbox rows in id order, exactly as stored, and mark them: a
+        stand-in for the relay, which sees committed rows only, in tests that run inside a
+        transaction. A test that claims the pipeline uses `relay_pending()`."""
         rows = list(OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING))
         self.produce_raw(
             (row.topic, row.key.encode(), bytes(row.value), list(row.headers.items()))

@@ -16,17 +16,20 @@ from django.views.decorators.http import require_GET
 from redis.exceptions import ResponseError
 
 from dashboard import read_model
+from dashboard.access import viewer_required
 from dashboard.selectors import dashboard_state, operations
 
 OPERATIONS_EVERY_SECONDS = 2.0
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 
+@viewer_required
 @require_GET
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/index.html", {"state": dashboard_state()})
 
 
+@viewer_required(login_redirect=False)
 @require_GET
 async def dashboard_stream(request: HttpRequest) -> HttpResponse:
     """Refreshes as they happen. On reconnect the browser sends Last-Event-ID and gets

@@ -53,7 +53,8 @@ def value_event(count_id: str, version: int, value: int) -> CountEvent:
 
 
 @pytest.mark.django_db
-def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):
+def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline, settings):
+    settings.DASHBOARD_PUBLIC = True
     alpha = services.count_create(name="alpha", value=5)
     services.count_create(name="beta", value=2**62)
     pipeline.publish_pending()
@@ -78,14 +79,15 @@ def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):
 
 
 @pytest.mark.django_db
-def test_stream_refuses_a_malformed_last_event_id(client):
+def test_stream_refuses_a_malformed_last_event_id(client, settings):
+    settings.DASHBOARD_PUBLIC = True
     response = client.get("/stream/", headers={"Last-Event-ID": "yesterday"})
     assert response.status_code == 400
 
 
 @pytest.mark.django_db(transaction=True)
 def test_stream_resumes_from_last_event_id_without_losing_or_repeating(app_stack):
-    _, url = app_stack("web")
+    _, url = app_stack("web", DASHBOARD_PUBLIC="true")
     count_id = str(uuid.uuid4())
     read_model.apply_events([value_event(count_id, 1, 1)])
     page_loaded_at = read_model.snapshot().stream_id
@@ -114,7 +116,7 @@ def test_stream_resumes_from_last_event_id_without_losing_or_repeating(app_stack
 def test_in_chromium_the_page_shows_api_writes_live_without_reload(app_stack):
     user = get_user_model().objects.create_user("writer", password="not-used")
     token = Token.objects.create(user=user).key
-    _, url = app_stack("web")
+    _, url = app_stack("web", DASHBOARD_PUBLIC="true")
     app_stack("relay", "--metrics-port=0")
     app_stack("consume", "--metrics-port=0")
     api = api_client(url, token)

@@ -11,6 +11,9 @@ from counts.models import Count
 from dashboard import read_model
 from dashboard.read_model import GONE_FOREVER, Update
 
+# Redis runs one script at a time: a rebuild of 100,000 counts must not stall it for seconds.
+REPAIRS_PER_SCRIPT = 1000
+
 
 def _differs(entry: dict | None, count: Count) -> bool:
     shown = None if entry is None else (entry["name"], entry["value"], entry["version"])
@@ -24,8 +27,11 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
     The read model is read *before* the database: a count it shows was committed before,
     so one the database then lacks is really deleted, and is tombstoned for good.
     Repairs go through the same version-checked script as events, so a repair can never
-    undo a newer event that the consumer applies meanwhile.
+    undo a newer event that the consumer applies meanwhile; they are not events, so they
+    change figures and open pages but add nothing to the feed. Drifted indexes and totals
+    (or ones that predate them) are rebuilt first.
     """
+    read_model.rebuild_indexes()
     shown = read_model.snapshot().counts
     settled = timezone.now() - grace
     stamp = now_ms()
@@ -40,7 +46,11 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
             )
     for count_id in shown.keys() - existing:
         updates[count_id] = Update(count_id, stamp, dv=GONE_FOREVER)
-    changes = read_model.apply_updates(updates)
+    changes = []
+    pending = list(updates.items())
+    for start in range(0, len(pending), REPAIRS_PER_SCRIPT):
+        chunk = dict(pending[start : start + REPAIRS_PER_SCRIPT])
+        changes += read_model.apply_updates(chunk, repair=True)
     repairs = {"added": [], "fixed": [], "removed": []}
     kind = {"created": "added", "deleted": "removed"}
     for change in changes:

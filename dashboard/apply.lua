@@ -1,0 +1,101 @@
+-- Apply coalesced count updates to the dashboard's read model, atomically (read_model.py).
+-- KEYS: counts hash, tombstones hash, stream, by-name index, by-value index, totals hash,
+--       feed list
+-- ARGV: updates (JSON), stream length kept, history key prefix, history points kept,
+--       history lifetime (s), "1" if these updates are repairs (not events), feed length kept
+local counts, tombstones, stream, by_name, by_value, totals, feed = unpack(KEYS)
+local history_prefix, history_points = ARGV[3], tonumber(ARGV[4])
+local history_ttl, repair, feed_length = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
+
+-- An int64's decimal string as two doubles that hold it exactly: value = hi * 1e9 + lo.
+local function parts(value)
+    if not value then return 0, 0 end
+    local sign, digits = 1, value
+    if string.sub(value, 1, 1) == '-' then sign, digits = -1, string.sub(value, 2) end
+    local cut = #digits - 9
+    local hi = cut > 0 and tonumber(string.sub(digits, 1, cut)) or 0
+    return sign * hi, sign * tonumber(string.sub(digits, math.max(1, cut + 1)))
+end
+
+-- The sum of all values lives in two integer fields, so it stays exact beyond 2^53.
+local function move_total(old, new)
+    local old_hi, old_lo = parts(old)
+    local new_hi, new_lo = parts(new)
+    for field, delta in pairs({hi = new_hi - old_hi, lo = new_lo - old_lo}) do
+        if delta ~= 0 then redis.call('HINCRBY', totals, field, string.format('%.0f', delta)) end
+    end
+end
+
+-- Index members sort by the case-folded name (`k`), then the id; nameless counts by id.
+local function name_member(entry, id) return (entry.k or id) .. '\0' .. id end
+
+local changes, announced = {}, {}
+for _, u in ipairs(cjson.decode(ARGV[1])) do
+    local tomb = tonumber(redis.call('HGET', tombstones, u.id) or '0')
+    local raw = redis.call('HGET', counts, u.id)
+    local ok, entry = pcall(cjson.decode, raw or '{}')
+    if not ok or type(entry) ~= 'table' then entry = {} end  -- a damaged entry is rebuilt
+    entry.vv, entry.nv = tonumber(entry.vv) or 0, tonumber(entry.nv) or 0
+    local old_member, old_value = raw and name_member(entry, u.id), entry.value
+    local change = {id = u.id, ts = u.ts}
+    if u.dv then
+        if u.dv > tomb then
+            redis.call('HSET', tombstones, u.id, u.dv)
+            if raw then
+                redis.call('HDEL', counts, u.id)
+                redis.call('ZREM', by_name, old_member)
+                redis.call('ZREM', by_value, u.id)
+                redis.call('DEL', history_prefix .. u.id)
+                move_total(old_value, nil)
+                change.action, change.name, change.version = 'deleted', entry.name, u.dv
+                change.old = old_value
+                changes[#changes + 1] = change
+            end
+        end
+    else
+        if u.vv > tomb and u.vv >= entry.vv and u.value ~= entry.value then
+            change.old = entry.value
+            entry.value, entry.vv = u.value, u.vv
+            change.action = 'value'
+        end
+        if u.nv and u.nv > tomb and u.nv >= entry.nv and u.name ~= entry.name then
+            -- A value event can arrive before its count's `created` (another topic).
+            change.action = entry.name and 'renamed' or 'created'
+            change.renamed_from = entry.name
+            entry.name, entry.nv, entry.k = u.name, u.nv, u.k
+        end
+        if change.action then
+            change.name, change.value = entry.name, entry.value
+            change.version = math.max(entry.vv, entry.nv)
+            redis.call('HSET', counts, u.id, cjson.encode(entry))
+            local member = name_member(entry, u.id)
+            if member ~= old_member then
+                if old_member then redis.call('ZREM', by_name, old_member) end
+                redis.call('ZADD', by_name, 0, member)
+            end
+            if entry.value ~= old_value then
+                redis.call('ZADD', by_value, tonumber(entry.value), u.id)
+                move_total(old_value, entry.value)
+                local history = history_prefix .. u.id
+                redis.call('RPUSH', history, u.ts .. ' ' .. entry.value)
+                redis.call('LTRIM', history, -history_points, -1)
+                redis.call('EXPIRE', history, history_ttl)
+            end
+            changes[#changes + 1] = change
+        end
+    end
+end
+if #changes == 0 then return '[]' end
+-- The feed: events of named counts (a value event that overtook its count's `created` is
+-- told by that `created`). A repair is no event: it updates figures, not the feed.
+for _, change in ipairs(changes) do
+    if repair then
+        change.repair = true
+    elseif change.name then
+        redis.call('LPUSH', feed, cjson.encode(change))
+    end
+end
+if not repair then redis.call('LTRIM', feed, 0, feed_length - 1) end
+local encoded = cjson.encode(changes)
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'changes', encoded)
+return encoded

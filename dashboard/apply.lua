@@ -53,18 +53,23 @@ for _, u in ipairs(cjson.decode(ARGV[1])) do
             end
         end
     else
-        if u.vv > tomb and u.vv >= entry.vv and u.value ~= entry.value then
-            change.old = entry.value
+        -- A repair (`r`) may have shown a change before its event came: that event is
+        -- still told (feed, history) when it comes, though it changes nothing.
+        local yielding = entry.r and not repair
+        if u.vv > tomb and u.vv >= entry.vv and (u.value ~= entry.value or yielding) then
+            if u.value ~= entry.value then change.old = entry.value end
             entry.value, entry.vv = u.value, u.vv
             change.action = 'value'
         end
-        if u.nv and u.nv > tomb and u.nv >= entry.nv and u.name ~= entry.name then
+        local renamed = u.name ~= entry.name or (yielding and u.created)
+        if u.nv and u.nv > tomb and u.nv >= entry.nv and renamed then
             -- A value event can arrive before its count's `created` (another topic).
-            change.action = entry.name and 'renamed' or 'created'
-            change.renamed_from = entry.name
+            change.action = (u.created or not entry.name) and 'created' or 'renamed'
+            change.renamed_from = entry.name ~= u.name and entry.name or nil
             entry.name, entry.nv, entry.k = u.name, u.nv, u.k
         end
         if change.action then
+            entry.r = repair or nil
             change.name, change.value = entry.name, entry.value
             change.version = math.max(entry.vv, entry.nv)
             redis.call('HSET', counts, u.id, cjson.encode(entry))
@@ -73,13 +78,15 @@ for _, u in ipairs(cjson.decode(ARGV[1])) do
                 if old_member then redis.call('ZREM', by_name, old_member) end
                 redis.call('ZADD', by_name, 0, member)
             end
-            if entry.value ~= old_value then
+            if entry.value ~= old_value or yielding then
                 redis.call('ZADD', by_value, tonumber(entry.value), u.id)
-                move_total(old_value, entry.value)
-                local history = history_prefix .. u.id
-                redis.call('RPUSH', history, u.ts .. ' ' .. entry.value)
-                redis.call('LTRIM', history, -history_points, -1)
-                redis.call('EXPIRE', history, history_ttl)
+                if entry.value ~= old_value then move_total(old_value, entry.value) end
+                if not repair then  -- a history of what events did, like the feed
+                    local history = history_prefix .. u.id
+                    redis.call('RPUSH', history, u.ts .. ' ' .. entry.value)
+                    redis.call('LTRIM', history, -history_points, -1)
+                    redis.call('EXPIRE', history, history_ttl)
+                end
             end
             changes[#changes + 1] = change
         end

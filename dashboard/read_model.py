@@ -11,7 +11,7 @@
 - `dash:stream`: a Redis Stream; every batch that changed something appends one entry with
   its changes. Its ids are the SSE event ids, so a reconnecting page resumes exactly.
 - `dash:feed`: list of the newest changes that events made (repairs are not in it).
-- `dash:history:<id>`: list of "<event ms> <value>", the count's recent values (bounded).
+- `dash:history:<id>`: list of "<event ms> <value>": the values its recent events set (bounded).
 - `dash:rate:<second>`: events of that second (event time), kept for the 15-minute chart.
 - `dash:consumer`: the consumer's figures (lag, events/s) for the operations panel.
 
@@ -104,7 +104,8 @@ class Update:
     """The newest known state of one count, merged from any number of its events.
 
     Field names are the script's: `vv`/`nv` are the versions of `value`/`name`, `dv` the
-    version that deleted the count, `ts` the newest event time (epoch ms).
+    version that deleted the count, `ts` the newest event time (epoch ms), `created` whether
+    its events include the count's creation.
     """
 
     id: str
@@ -114,9 +115,12 @@ class Update:
     nv: int | None = None
     name: str | None = None
     dv: int | None = None
+    created: bool | None = None
 
     def merge(self, event: CountEvent) -> None:
         self.ts = max(self.ts, event.timestamp)
+        if event.action == "created":
+            self.created = True
         if event.action == "deleted":
             self.dv = max(self.dv or 0, event.version)
             return

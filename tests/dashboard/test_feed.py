@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from counts import services
 from counts.models import Count
-from dashboard import read_model
+from dashboard import read_model, selectors
 from dashboard.tasks import reconcile_dashboard
 from infra.redis import redis_client
 from outbox.models import OutboxMessage
@@ -52,6 +52,28 @@ def test_a_consumer_restart_on_a_lost_read_model_invents_no_feed_entries(pipelin
 
     assert read_model_state() == database_truth()  # the counts are all back ...
     assert feed() == []  # ... but none of them was created now
+
+
+def test_changes_made_while_the_consumer_was_stopped_are_told_by_their_events(pipeline):
+    kept = services.count_create(name="kept", value=1)
+    pipeline.publish_pending()
+    pipeline.consume_once()
+    # The consumer is stopped; meanwhile a count is created and another one changes.
+    services.count_increment(count_id=kept.id, delta=4)
+    services.count_create(name="new", value=2)
+    pipeline.publish_pending()
+
+    restart_consumer()  # its start-up catch-up shows them before their events arrive
+
+    assert read_model_state() == database_truth()
+    newest = read_model.snapshot().feed[:2]
+    assert sorted((c["action"], c["name"], c["value"]) for c in newest) == [
+        ("created", "new", "2"),
+        ("value", "kept", "5"),
+    ]
+    assert all(c.get("ts") != 0 and not c.get("repair") for c in newest)
+    history = selectors.count_detail(str(kept.id))["history"]
+    assert [value for _, value in history] == ["1", "5"]
 
 
 def test_a_reconcile_repairs_numbers_without_feed_entries(pipeline):

@@ -11,6 +11,7 @@
   const timeOfDay = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
   function draw() {
+    $("no-changes").hidden = points.length > 0;
     // The line runs on to now: the value holds until the next change.
     const shown = [...points, [Math.max(Date.now(), points.at(-1)?.[0] ?? 0), count.value]];
     plot.setData([shown.map(([ms]) => ms / 1000), shown.map(([, value]) => Number(value))]);

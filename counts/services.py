@@ -19,6 +19,10 @@ from counts.selectors import count_get
 from outbox.services import enqueue, enqueue_with
 
 
+class Conflict(ValidationError):
+    """Valid input that the current state refuses: a taken name, a sum past 64 bits."""
+
+
 def _check_int64(field: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError({field: "Must be an integer."})
@@ -46,8 +50,8 @@ def _locked(count_id: uuid.UUID | str) -> Count:
     return Count.objects.select_for_update().get(pk=parse_count_id(count_id))
 
 
-def _name_taken() -> ValidationError:
-    return ValidationError({"name": "A count with this name already exists."})
+def _name_taken() -> Conflict:
+    return Conflict({"name": "A count with this name already exists."})
 
 
 def count_create(*, name: str, description: str = "", value: int = 0) -> Count:
@@ -136,7 +140,7 @@ def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
                 raise Count.DoesNotExist(f"No count with id {count_id}.")
             return Count.from_db(connection.alias, _COLUMNS, row)
     except DataError as exc:  # bigint out of range: PostgreSQL refuses to wrap
-        raise ValidationError({"delta": "The result would overflow a 64-bit integer."}) from exc
+        raise Conflict({"delta": "The result would overflow a 64-bit integer."}) from exc
 
 
 def count_set(*, count_id: uuid.UUID | str, value: int) -> Count:

@@ -1,5 +1,5 @@
-"""Domain errors as API errors: services raise Django's exceptions, clients get 400 and 404
-(and 503 while the database is unreachable)."""
+"""Domain errors as API errors: services raise Django's exceptions, clients get 400, 404 and
+409 (and 503 while the database is unreachable)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from counts import services
+
 logger = logging.getLogger(__name__)
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The request conflicts with the count's current state."
+    default_code = "conflict"
 
 
 class DatabaseUnavailable(exceptions.APIException):
@@ -22,7 +30,9 @@ class DatabaseUnavailable(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict):
-    if isinstance(exc, DjangoValidationError):
+    if isinstance(exc, services.Conflict):
+        exc = Conflict(detail=_field_errors(exc))
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=_field_errors(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import LimitOffsetPagination
@@ -22,6 +22,13 @@ from rest_framework.views import APIView
 
 from counts import selectors, services
 from counts.api.filters import CountFilter
+from counts.api.schema import (
+    LIST_PARAMETERS,
+    LOCATION,
+    RETRY_AFTER,
+    count_responses,
+    responses,
+)
 from counts.api.serializers import (
     CountCreateInput,
     CountIncrementInput,
@@ -37,11 +44,9 @@ from counts.cache import (
     list_key,
     read_through,
 )
-from counts.models import Count, parse_count_id
+from counts.models import INT64_MAX, Count, parse_count_id
 
-NOT_FOUND = OpenApiResponse(description="No count with this id.")
 COUNT_ID = OpenApiParameter("count_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
-COUNT_OR_NOT_FOUND = {200: CountOutput, 404: NOT_FOUND}
 
 
 class CountPagination(LimitOffsetPagination):
@@ -49,10 +54,17 @@ class CountPagination(LimitOffsetPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         # DRF silently falls back to defaults on a bad limit/offset; we refuse them instead.
-        for param, minimum in ((self.limit_query_param, 1), (self.offset_query_param, 0)):
+        # A limit over max_limit is capped; an offset must fit PostgreSQL's bigint OFFSET.
+        bounds = ((self.limit_query_param, 1, None), (self.offset_query_param, 0, INT64_MAX))
+        for param, minimum, maximum in bounds:
             raw = request.query_params.get(param)
-            if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= minimum):
-                raise serializers.ValidationError({param: [f"An integer of at least {minimum}."]})
+            if raw is not None and not (
+                raw.isascii() and raw.isdigit() and minimum <= int(raw) <= (maximum or int(raw))
+            ):
+                message = f"An integer of at least {minimum}" + (
+                    f" and at most {maximum}." if maximum else "."
+                )
+                raise serializers.ValidationError({param: [message]})
         return super().paginate_queryset(queryset, request, view)
 
 
@@ -72,6 +84,12 @@ def _count_response(count: Count, status_code: int = status.HTTP_200_OK, **kwarg
     return Response(CountOutput(count).data, status=status_code, **kwargs)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[*LIST_PARAMETERS, RETRY_AFTER],
+        responses=responses({200: CountOutput(many=True)}, 400, 401, 503),
+    )
+)
 class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
     """List counts (paginated, filterable; served from the cache) or create one."""
 
@@ -104,7 +122,11 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
         query = urlencode([(name, value) for name, values in params for value in values])
         return f"{request.build_absolute_uri(request.path)}?{query}"
 
-    @extend_schema(request=CountCreateInput, responses={201: CountOutput})
+    @extend_schema(
+        request=CountCreateInput,
+        parameters=[LOCATION, RETRY_AFTER],
+        responses=count_responses(201, 400, 401, 403, 409, 415, 429, 503),
+    )
     def post(self, request: Request) -> Response:
         count = services.count_create(**_validated(CountCreateInput, request))
         location = reverse("api-count-detail", kwargs={"count_id": count.id})
@@ -114,7 +136,9 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
 class CountDetailApi(CountsApiMixin, APIView):
     """Read a count (served from the cache), rename or re-describe it, or delete it."""
 
-    @extend_schema(parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        parameters=[COUNT_ID, RETRY_AFTER], responses=count_responses(200, 401, 404, 503)
+    )
     def get(self, request: Request, count_id: str) -> Response:
         count_id = str(parse_count_id(count_id))
         data = read_through(
@@ -124,12 +148,19 @@ class CountDetailApi(CountsApiMixin, APIView):
             raise NotFound()
         return Response(data)
 
-    @extend_schema(request=CountUpdateInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountUpdateInput,
+        parameters=[COUNT_ID, RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 429, 503),
+    )
     def patch(self, request: Request, count_id: str) -> Response:
         data = _validated(CountUpdateInput, request)
         return _count_response(services.count_update_info(count_id=count_id, **data))
 
-    @extend_schema(parameters=[COUNT_ID], responses={204: None, 404: NOT_FOUND})
+    @extend_schema(
+        parameters=[COUNT_ID, RETRY_AFTER],
+        responses=responses({204: None}, 401, 403, 404, 429, 503),
+    )
     def delete(self, request: Request, count_id: str) -> Response:
         services.count_delete(count_id=count_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -145,7 +176,11 @@ def _load_count(count_id: str) -> dict | None:
 class CountIncrementApi(CountsApiMixin, APIView):
     """Add a delta (default 1, may be negative) to a count's value, atomically."""
 
-    @extend_schema(request=CountIncrementInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountIncrementInput,
+        parameters=[COUNT_ID, RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 429, 503),
+    )
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountIncrementInput, request)
         return _count_response(services.count_increment(count_id=count_id, **data))
@@ -154,7 +189,11 @@ class CountIncrementApi(CountsApiMixin, APIView):
 class CountSetApi(CountsApiMixin, APIView):
     """Set a count's value."""
 
-    @extend_schema(request=CountSetInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountSetInput,
+        parameters=[COUNT_ID, RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 415, 429, 503),
+    )
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountSetInput, request)
         return _count_response(services.count_set(count_id=count_id, **data))

@@ -39,7 +39,7 @@ def live_api(app_processes, test_database_url) -> tuple[str, str]:
     [(20261126, ALL_PHASES), (random.randrange(2**32), "fuzzing,stateful")],
     ids=["fixed-seed", "random-seed"],
 )
-def test_the_live_api_keeps_its_openapi_schema(live_api, seed, phases):
+def test_the_live_api_keeps_its_openapi_schema(live_api, seed, phases, tmp_path):
     url, token = live_api
     argv = [
         str(SCHEMATHESIS),
@@ -61,5 +61,6 @@ def test_the_live_api_keeps_its_openapi_schema(live_api, seed, phases):
         "--generation-database",
         "none",
     ]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    # In tmp_path: schemathesis keeps a cache in its working directory.
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert run.returncode == 0, f"schemathesis (seed {seed}) found failures:\n{run.stdout}"

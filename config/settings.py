@@ -159,11 +159,19 @@ OUTBOX_PRUNE_INTERVAL_SECONDS = env.float("OUTBOX_PRUNE_INTERVAL_SECONDS", defau
 DASHBOARD_RECONCILE_INTERVAL_SECONDS = env.float(
     "DASHBOARD_RECONCILE_INTERVAL_SECONDS", default=300
 )
+IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS = env.float(
+    "IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS", default=3600
+)
 CELERY_BEAT_SCHEDULE = {
     "prune-published-outbox": {
         "task": "outbox.tasks.prune_published_outbox",
         "schedule": OUTBOX_PRUNE_INTERVAL_SECONDS,
         "options": {"expires": OUTBOX_PRUNE_INTERVAL_SECONDS},
+    },
+    "prune-idempotency-keys": {
+        "task": "counts.tasks.prune_idempotency_keys",
+        "schedule": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS,
+        "options": {"expires": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS},
     },
     "reconcile-dashboard": {
         "task": "dashboard.tasks.reconcile_dashboard",
@@ -221,6 +229,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "counts.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"writes": env.str("API_WRITE_THROTTLE", default="100000/minute")},
 }
+# How long a write's Idempotency-Key is remembered: a retry within it is answered, not redone.
+IDEMPOTENCY_KEY_RETENTION_HOURS = env.float("IDEMPOTENCY_KEY_RETENTION_HOURS", default=24)
 SPECTACULAR_SETTINGS = {
     "TITLE": "countstream API",
     "DESCRIPTION": "Named counters; every change is published to Kafka through an outbox.",

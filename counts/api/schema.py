@@ -55,8 +55,8 @@ class FieldErrorsExtension(OpenApiSerializerExtension):
         return {"type": "object", "minProperties": 1, "additionalProperties": messages}
 
 
-BAD_REQUEST = PolymorphicProxySerializer(
-    component_name="BadRequest",
+ERROR = PolymorphicProxySerializer(
+    component_name="Error",
     serializers=[Problem, FieldErrors],
     resource_type_field_name=None,
 )
@@ -79,15 +79,18 @@ def _problem(description: str) -> OpenApiResponse:
 
 ERRORS = {
     400: OpenApiResponse(
-        BAD_REQUEST, "Malformed input; nothing was written. Field errors name the field."
+        ERROR, "Malformed input; nothing was written. Field errors name the field."
     ),
     401: _problem("Credentials are missing (writes) or invalid."),
     403: _problem("Session authentication without the CSRF token, or not allowed."),
     404: _problem("No count with this id."),
     409: OpenApiResponse(
-        FieldErrors, "Valid, but the count's state refuses it (a taken name, a 64-bit overflow)."
+        ERROR,
+        "Valid, but the count's state refuses it (a taken name, a 64-bit overflow: field "
+        "errors), or the Idempotency-Key's first request vanished while this one waited.",
     ),
     415: _problem("The body is not JSON (Content-Type)."),
+    422: _problem("The Idempotency-Key was already used with a different request."),
     429: _problem("Over the per-user write rate; see Retry-After."),
     503: _problem("The database is unavailable, or the server is overloaded; retry later."),
 }

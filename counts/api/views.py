@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 
 from counts import selectors, services
 from counts.api.filters import CountFilter
+from counts.api.idempotency import KEY_PARAMETER, idempotent, replayed_parameter
 from counts.api.schema import (
     LIST_PARAMETERS,
     LOCATION,
@@ -124,9 +125,10 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
 
     @extend_schema(
         request=CountCreateInput,
-        parameters=[LOCATION, RETRY_AFTER],
-        responses=count_responses(201, 400, 401, 403, 409, 415, 429, 503),
+        parameters=[KEY_PARAMETER, LOCATION, replayed_parameter([201]), RETRY_AFTER],
+        responses=count_responses(201, 400, 401, 403, 409, 415, 422, 429, 503),
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         count = services.count_create(**_validated(CountCreateInput, request))
         location = reverse("api-count-detail", kwargs={"count_id": count.id})
@@ -178,9 +180,10 @@ class CountIncrementApi(CountsApiMixin, APIView):
 
     @extend_schema(
         request=CountIncrementInput,
-        parameters=[COUNT_ID, RETRY_AFTER],
-        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 429, 503),
+        parameters=[COUNT_ID, KEY_PARAMETER, replayed_parameter([200]), RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 422, 429, 503),
     )
+    @idempotent
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountIncrementInput, request)
         return _count_response(services.count_increment(count_id=count_id, **data))
@@ -191,9 +194,10 @@ class CountSetApi(CountsApiMixin, APIView):
 
     @extend_schema(
         request=CountSetInput,
-        parameters=[COUNT_ID, RETRY_AFTER],
-        responses=count_responses(200, 400, 401, 403, 404, 415, 429, 503),
+        parameters=[COUNT_ID, KEY_PARAMETER, replayed_parameter([200]), RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 422, 429, 503),
     )
+    @idempotent
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountSetInput, request)
         return _count_response(services.count_set(count_id=count_id, **data))

@@ -13,6 +13,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from counts import services
+from counts.api.conditional import PreconditionFailed, etag
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ class DatabaseUnavailable(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict):
+    if isinstance(exc, services.StaleVersion):
+        response = drf_exception_handler(PreconditionFailed(), context)
+        response["ETag"] = etag(exc.version)
+        return response
     if isinstance(exc, services.Conflict):
         exc = Conflict(detail=_field_errors(exc))
     elif isinstance(exc, DjangoValidationError):

@@ -3,7 +3,7 @@
 A POST that writes may carry `Idempotency-Key: <1-255 visible ASCII characters>`. Its
 first success is stored with the key; the same request again (method, path and JSON body)
 gets that answer back with `Idempotent-Replayed: true` and writes nothing. The same key
-with another request is a 422. Keys are per user.
+with another request (another If-Match too) is a 422. Keys are per user.
 """
 
 from __future__ import annotations
@@ -96,5 +96,8 @@ def idempotent(handler: Handler) -> Handler:
 
 
 def _fingerprint(request: Request) -> str:
+    """The request as its replays must repeat it: method, path, If-Match and JSON body."""
     body = json.dumps(request.data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+    condition = request.headers.get("If-Match", "")
+    text = f"{request.method} {request.path}\n{condition}\n{body}"
+    return hashlib.sha256(text.encode()).hexdigest()

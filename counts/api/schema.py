@@ -89,6 +89,7 @@ ERRORS = {
         "Valid, but the count's state refuses it (a taken name, a 64-bit overflow: field "
         "errors), or the Idempotency-Key's first request vanished while this one waited.",
     ),
+    412: _problem("If-Match names another version: the count changed; nothing was written."),
     415: _problem("The body is not JSON (Content-Type)."),
     422: _problem("The Idempotency-Key was already used with a different request."),
     429: _problem("Over the per-user write rate; see Retry-After."),

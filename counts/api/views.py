@@ -21,6 +21,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from counts import selectors, services
+from counts.api.conditional import (
+    IF_MATCH_PARAMETER,
+    etag,
+    etag_parameter,
+    if_match_versions,
+)
 from counts.api.filters import CountFilter
 from counts.api.idempotency import KEY_PARAMETER, idempotent, replayed_parameter
 from counts.api.schema import (
@@ -81,8 +87,11 @@ def _validated(input_class: type[serializers.Serializer], request: Request) -> d
     return serializer.validated_data
 
 
-def _count_response(count: Count, status_code: int = status.HTTP_200_OK, **kwargs) -> Response:
-    return Response(CountOutput(count).data, status=status_code, **kwargs)
+def _count_response(
+    count: Count, status_code: int = status.HTTP_200_OK, headers: dict | None = None
+) -> Response:
+    headers = {"ETag": etag(count.version), **(headers or {})}
+    return Response(CountOutput(count).data, status=status_code, headers=headers)
 
 
 @extend_schema_view(
@@ -125,7 +134,13 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
 
     @extend_schema(
         request=CountCreateInput,
-        parameters=[KEY_PARAMETER, LOCATION, replayed_parameter([201]), RETRY_AFTER],
+        parameters=[
+            KEY_PARAMETER,
+            LOCATION,
+            etag_parameter([201]),
+            replayed_parameter([201]),
+            RETRY_AFTER,
+        ],
         responses=count_responses(201, 400, 401, 403, 409, 415, 422, 429, 503),
     )
     @idempotent
@@ -139,7 +154,8 @@ class CountDetailApi(CountsApiMixin, APIView):
     """Read a count (served from the cache), rename or re-describe it, or delete it."""
 
     @extend_schema(
-        parameters=[COUNT_ID, RETRY_AFTER], responses=count_responses(200, 401, 404, 503)
+        parameters=[COUNT_ID, etag_parameter([200]), RETRY_AFTER],
+        responses=count_responses(200, 401, 404, 503),
     )
     def get(self, request: Request, count_id: str) -> Response:
         count_id = str(parse_count_id(count_id))
@@ -148,23 +164,25 @@ class CountDetailApi(CountsApiMixin, APIView):
         )
         if data is None:
             raise NotFound()
-        return Response(data)
+        return Response(data, headers={"ETag": etag(data["version"])})
 
     @extend_schema(
         request=CountUpdateInput,
-        parameters=[COUNT_ID, RETRY_AFTER],
-        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 429, 503),
+        parameters=[COUNT_ID, IF_MATCH_PARAMETER, etag_parameter([200, 412]), RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 412, 415, 429, 503),
     )
     def patch(self, request: Request, count_id: str) -> Response:
+        versions = if_match_versions(request)
         data = _validated(CountUpdateInput, request)
-        return _count_response(services.count_update_info(count_id=count_id, **data))
+        count = services.count_update_info(count_id=count_id, if_version=versions, **data)
+        return _count_response(count)
 
     @extend_schema(
-        parameters=[COUNT_ID, RETRY_AFTER],
-        responses=responses({204: None}, 401, 403, 404, 429, 503),
+        parameters=[COUNT_ID, IF_MATCH_PARAMETER, etag_parameter([412]), RETRY_AFTER],
+        responses=responses({204: None}, 401, 403, 404, 412, 429, 503),
     )
     def delete(self, request: Request, count_id: str) -> Response:
-        services.count_delete(count_id=count_id)
+        services.count_delete(count_id=count_id, if_version=if_match_versions(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -180,7 +198,13 @@ class CountIncrementApi(CountsApiMixin, APIView):
 
     @extend_schema(
         request=CountIncrementInput,
-        parameters=[COUNT_ID, KEY_PARAMETER, replayed_parameter([200]), RETRY_AFTER],
+        parameters=[
+            COUNT_ID,
+            KEY_PARAMETER,
+            etag_parameter([200]),
+            replayed_parameter([200]),
+            RETRY_AFTER,
+        ],
         responses=count_responses(200, 400, 401, 403, 404, 409, 415, 422, 429, 503),
     )
     @idempotent
@@ -194,10 +218,19 @@ class CountSetApi(CountsApiMixin, APIView):
 
     @extend_schema(
         request=CountSetInput,
-        parameters=[COUNT_ID, KEY_PARAMETER, replayed_parameter([200]), RETRY_AFTER],
-        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 422, 429, 503),
+        parameters=[
+            COUNT_ID,
+            KEY_PARAMETER,
+            IF_MATCH_PARAMETER,
+            etag_parameter([200, 412]),
+            replayed_parameter([200]),
+            RETRY_AFTER,
+        ],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 412, 415, 422, 429, 503),
     )
     @idempotent
     def post(self, request: Request, count_id: str) -> Response:
+        versions = if_match_versions(request)
         data = _validated(CountSetInput, request)
-        return _count_response(services.count_set(count_id=count_id, **data))
+        count = services.count_set(count_id=count_id, if_version=versions, **data)
+        return _count_response(count)

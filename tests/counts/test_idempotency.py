@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -21,6 +21,7 @@ from counts.selectors import count_get
 from counts.services import count_create, count_increment
 from infra.topics import topic_name
 from outbox.models import OutboxMessage
+from tests.counts.locks import a_session_waits_for_a_lock
 from tests.faults import wait_for
 from tests.outbox_watch import OutboxWatch
 from tests.relay_support import pending_count, read_back, wait_until_serving
@@ -179,17 +180,6 @@ def test_prune_deletes_only_keys_past_the_retention(client, count, settings):
 # --- two requests with one key at once -------------------------------------------------------
 
 
-def waiting_for_a_lock_on_keys() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # fresh, also inside a transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE %s",
-            [f"%{IdempotencyKey._meta.db_table}%"],
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.mark.parametrize("first_fails", [False, True], ids=["first-commits", "first-fails"])
 def test_a_concurrent_request_with_the_key_waits_for_the_first(count, first_fails):
     """The second request is sent while the first holds the key uncommitted: it waits, then
@@ -203,7 +193,8 @@ def test_a_concurrent_request_with_the_key_waits_for_the_first(count, first_fail
 
     def first_write() -> Answer:
         claimed.set()
-        wait_for(waiting_for_a_lock_on_keys, 10, "the second request to wait for the key")
+        keys_table = IdempotencyKey._meta.db_table
+        wait_for(lambda: a_session_waits_for_a_lock(keys_table), 10, "the second request to wait")
         if first_fails:
             raise RuntimeError("the first request fails after its claim")
         return increment()

@@ -92,7 +92,7 @@ def prune_expired_keys(*, batch_size: int = 5_000, max_batches: int = 200) -> in
     expired = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - retention())
     deleted = 0
     for _ in range(max_batches):
-        batch = expired.order_by("created_at").values("pk")[:batch_size]
+        batch = expired.values("pk")[:batch_size]  # any order: a BRIN range scan
         removed, _ = IdempotencyKey.objects.filter(pk__in=batch).delete()
         deleted += removed
         if removed < batch_size:

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from counts import events, services
+from counts.contract import validate as validate_event
 from infra.kafka import admin_client
 from infra.topics import topic_name
 from outbox import relay as relay_module
@@ -27,7 +28,6 @@ from outbox.leases import LaneLeases
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
-from tests.event_schemas import validate_event
 from tests.faults import database_url, free_ports, run_manage, wait_for
 from tests.relay_support import (
     assert_commit_order,

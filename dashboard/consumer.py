@@ -245,12 +245,13 @@ class DashboardConsumer:
         )
         if outcome is None:
             return  # stopping while Redis is down: uncommitted, so redelivered after restart
-        unknown, events = outcome
+        unknown, refused, events = outcome
         dead += [
             (m, PoisonMessage("unknown-count", e.count_id))
             for m, e in parsed
             if e.count_id in unknown
         ]
+        dead += [(m, PoisonMessage("redis-script", refused[e])) for m, e in parsed if e in refused]
         if not self._send_dead_letters(dead):
             return  # stopping while Kafka refuses them: uncommitted, so redelivered
         for message in records:
@@ -285,12 +286,13 @@ class DashboardConsumer:
                 dead.append((message, exc))
         return parsed, dead
 
-    def _apply(self, parsed: list[tuple[Message, CountEvent]]) -> tuple[set[str], list[CountEvent]]:
-        """Apply the events of counts that exist; return the unknown counts and the applied."""
+    def _apply(self, parsed: list[tuple[Message, CountEvent]]) -> tuple[set, dict, list]:
+        """Apply the events of counts that exist; return the unknown counts, the events the
+        read model's script refused (poison, with its error) and the applied."""
         unknown = self._unknown_counts(event for _, event in parsed)
-        applied = [event for _, event in parsed if event.count_id not in unknown]
-        read_model.apply_events(applied)
-        return unknown, applied
+        known = [event for _, event in parsed if event.count_id not in unknown]
+        refused = read_model.apply_events_refusing_poison(known)
+        return unknown, refused, [event for event in known if event not in refused]
 
     def _with_retries(
         self,

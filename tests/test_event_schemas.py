@@ -75,6 +75,13 @@ def test_documented_examples_and_extra_fields_are_valid(topic, event):
         assert contract.violation(topic, valid) is None
 
 
+def test_names_may_hold_any_character_outside_the_surrogates():
+    for name in ("\U0001f600 caf\u00e9", json.loads('"\\ud83d\\ude00"'), "\ue000\uffff"):
+        event = {**INFO_EVENT, "name": name}
+        contract.validate("count-info-updated", event)
+        assert contract.violation("count-info-updated", event) is None
+
+
 @pytest.mark.parametrize(
     ("topic", "event", "change"),
     [
@@ -86,6 +93,11 @@ def test_documented_examples_and_extra_fields_are_valid(topic, event):
         ("count-value-updated", VALUE_EVENT, {"count_id": "not-a-uuid"}),
         ("count-value-updated", VALUE_EVENT, {"event_id": None}),
         ("count-value-updated", VALUE_EVENT, {"timestamp": 1.5}),
+        ("count-value-updated", VALUE_EVENT, {"timestamp": 2**63}),
+        ("count-value-updated", VALUE_EVENT, {"version": 2**63}),
+        ("count-info-updated", INFO_EVENT, {"version": 10**309}),
+        ("count-info-updated", INFO_EVENT, {"name": "\ud800"}),
+        ("count-info-updated", INFO_EVENT, {"name": "lone \udfff low surrogate"}),
         ("count-info-updated", INFO_EVENT, {"action": "renamed"}),
         ("count-info-updated", INFO_EVENT, {"action": ["created"]}),
         ("count-info-updated", INFO_EVENT, {"name": ""}),

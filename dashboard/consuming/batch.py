@@ -3,8 +3,9 @@
 `parse_batch` sorts the messages into events and poison without touching anything.
 `BatchApplier.apply` applies the events of counts that exist, in one Redis round trip
 (read_model.py), and turns the events of counts that never existed (`unknown-count`), and
-those the read model's script refuses (`redis-script`), into poison. A batch with counts this process has not met yet costs up to two
-queries and one more Redis round trip first (`_unknown_counts`).
+those the read model's script refuses (`redis-script`), into poison. A batch with counts
+this process has not met yet costs up to two queries and one more Redis round trip first
+(`_unknown_counts`).
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ from counts import contract, services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED, now_ms
 from counts.models import Count
 from dashboard import read_model
-from dashboard.consumer import DashboardConsumer
+from dashboard.consuming.loop import DashboardConsumer
 from dashboard.events import CountEvent
 from dashboard.tasks import reconcile_dashboard
 from infra.redis import redis_client
 from infra.topics import topic_name
-from tests.pipeline import read_model_state
+from tests.support.pipeline import read_model_state
 
 pytestmark = pytest.mark.django_db
 DEAD_LETTER = "count-events-dead-letter"

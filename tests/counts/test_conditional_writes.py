@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 from counts.models import Count
 from counts.selectors import count_get
 from counts.services import StaleVersion, count_create, count_increment, count_set
-from tests.counts.locks import a_session_waits_for_a_lock
-from tests.faults import wait_for
-from tests.outbox_watch import OutboxWatch, info_event, value_event
+from tests.support.locks import a_session_waits_for_a_lock
+from tests.support.outbox_watch import OutboxWatch, info_event, value_event
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 

@@ -21,10 +21,10 @@ from counts.selectors import count_get
 from counts.services import count_create, count_increment
 from infra.topics import topic_name
 from outbox.models import OutboxMessage
-from tests.counts.locks import a_session_waits_for_a_lock
-from tests.faults import wait_for
-from tests.outbox_watch import OutboxWatch
-from tests.relay_support import pending_count, read_back, wait_until_serving
+from tests.support.locks import a_session_waits_for_a_lock
+from tests.support.outbox_watch import OutboxWatch
+from tests.support.relay import pending_count, read_back, wait_until_serving
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -59,10 +59,14 @@ class Deliveries:
     def __init__(self, error_log: KafkaErrorLog) -> None:
         self._error_log = error_log
         self._failed: list[tuple[tuple[str, bytes, bytes], KafkaError]] = []
+        # librdkafka's fatal error, raised by produce(), poll() or flush(): the producer
+        # takes nothing any more, and nothing of the batch counts as delivered.
+        self.fatal_error: KafkaError | None = None
         self.producer = self._new_producer()
 
     def renew(self) -> None:
-        """A new producer, for one that failed fatally (it accepts nothing any more)."""
+        """A new producer, for one that failed fatally."""
+        self.fatal_error = None
         self.producer = self._new_producer()
 
     def send(self, rows: list[OutboxRow]) -> dict[int, KafkaError]:
@@ -74,6 +78,8 @@ class Deliveries:
         refused: dict[int, KafkaError] = {}
         refused_keys: set[str] = set()
         for row in rows:
+            if self.fatal_error is not None:
+                break
             if row.key not in refused_keys and (error := self._produce(row)) is not None:
                 refused[row.id] = error
                 refused_keys.add(row.key)
@@ -86,9 +92,18 @@ class Deliveries:
                 self.producer.produce(row.topic, row.value, row.key, headers=row.headers)
                 return None
             except BufferError:  # librdkafka's queue is full: let it drain a little
+                pass
+            except KafkaException as exc:
+                return self._noted(exc.args[0])
+            try:
                 self.producer.poll(0.05)
             except KafkaException as exc:
-                return exc.args[0]
+                return self._noted(exc.args[0])
+
+    def _noted(self, error: KafkaError) -> KafkaError:
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            self.fatal_error = error
+        return error
 
     def _delivery_failed(self, error: KafkaError, message: Message) -> None:
         """librdkafka's report of a message it could not deliver (the only reports we get)."""
@@ -97,6 +112,8 @@ class Deliveries:
     def failures(self, rows: list[OutboxRow]) -> dict[int, KafkaError]:
         """The rows of `rows` that Kafka did not take, by id (their event ids make topic,
         key and value unique)."""
+        if self.fatal_error is not None:
+            return {row.id: self.fatal_error for row in rows}
         if not self._failed:
             return {}
         by_message = {(row.topic, row.key.encode(), row.value): row.id for row in rows}
@@ -108,7 +125,7 @@ class Deliveries:
         """Wait until Kafka has answered for every message: True, or False if a stop's
         shutdown `grace` ran out first (what is still out counts as unconfirmed)."""
         deadline = None
-        while self.producer.flush(0.1):
+        while self._flush(0.1):
             if stopping():
                 deadline = deadline or time.monotonic() + grace
                 if time.monotonic() > deadline:
@@ -119,6 +136,15 @@ class Deliveries:
                     )
                     return False
         return True
+
+    def _flush(self, timeout: float) -> int:
+        """`flush()`; a fatal error it raises ends the wait (nothing more will come)."""
+        try:
+            return self.producer.flush(timeout)
+        except KafkaException as exc:
+            if self._noted(exc.args[0]) is not self.fatal_error:
+                raise
+            return 0
 
     def _new_producer(self) -> Producer:
         return Producer(

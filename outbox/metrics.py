@@ -12,7 +12,8 @@ logger = logging.getLogger(__name__)
 PUBLISHED = Counter("countstream_relay_published", "Outbox rows acknowledged by Kafka")
 PUBLISH_ERRORS = Counter(
     "countstream_relay_publish_errors",
-    "Failed deliveries; transient ones are retried, permanent ones count toward parking",
+    "Failed deliveries by kind: transient, permanent (refused: counts toward parking), "
+    "denied or fatal",
     ["kind"],
 )
 PARKED = Counter("countstream_relay_parked", "Rows parked after too many failed attempts")

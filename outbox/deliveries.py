@@ -134,8 +134,15 @@ class Deliveries:
                         "pending and will be sent again",
                         len(self.producer),
                     )
+                    self.abandon_unsent(grace)
                     return False
         return True
+
+    def abandon_unsent(self, timeout: float) -> None:
+        """Drop what librdkafka has not sent yet and wait (up to `timeout`) for what is on
+        the wire: a relay about to lose its leases puts nothing on the wire after them."""
+        self.producer.purge(in_queue=True, in_flight=False)
+        self._flush(timeout)
 
     def _flush(self, timeout: float) -> int:
         """`flush()`; a fatal error it raises ends the wait (nothing more will come)."""

@@ -90,7 +90,8 @@ class Relay:
                     self._announced_idle = False  # a new session has announced nothing
                     self.leases.join(conn)
                     self._reconnects = 0
-                    with Marker(mark_conn) as self._marker:
+                    self._next_rebalance = 0.0  # a new session takes its share at once
+                    with Marker(mark_conn, lease_pid=conn.info.backend_pid) as self._marker:
                         self._serve(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._session_lost(exc)
@@ -108,15 +109,15 @@ class Relay:
         return conn
 
     def _session_lost(self, exc: Exception) -> None:
-        """PostgreSQL went away, and with it our leases: finish what Kafka has, then retry.
+        """PostgreSQL went away, and with it our leases: send nothing more, then retry.
 
-        Letting the in-flight messages land first keeps them ahead of whatever the lanes'
-        next owner re-sends.
+        The lanes' next owner may be sending their rows already: what librdkafka has not
+        sent yet is dropped (the rows stay pending), what is on the wire is awaited.
         """
         self.leases.owned.clear()
         metrics.LANES_OWNED.set(0)
         self.claims.drop_prefetched()
-        self._await_deliveries()
+        self.deliveries.abandon_unsent(self.options.shutdown_grace)
         self._reconnects += 1
         delay = backoff(self._reconnects, base=0.5)
         logger.error("relay: lost PostgreSQL (%s); reconnecting in %.1fs", exc, delay)
@@ -128,7 +129,7 @@ class Relay:
             if self.failures.paused():
                 self._sleep(min(0.1, self.failures.paused_until - time.monotonic()))
                 continue
-            rows = self._take_prefetched() or self._claim(conn, in_flight=[])
+            rows = self._take_prefetched(conn) or self._claim(conn, in_flight=[])
             if rows:
                 self._publish(conn, rows)
             elif self.options.once:
@@ -198,10 +199,14 @@ class Relay:
         backing_off = self.failures.keys_backing_off()
         return self.claims.claim(conn, self.leases.owned, skipped, backing_off)
 
-    def _take_prefetched(self) -> list[OutboxRow]:
-        """The prefetched batch, less the rows of keys that must wait (see Claims)."""
+    def _take_prefetched(self, conn: psycopg.Connection) -> list[OutboxRow]:
+        """The prefetched batch, less the rows of keys that must wait (see Claims), if the
+        lease session that claimed it still lives (raises if not)."""
         waiting = self._unfinished_keys | self.failures.keys_backing_off()
-        return self.claims.take_prefetched(self.leases.owned, waiting)
+        rows = self.claims.take_prefetched(self.leases.owned, waiting)
+        if rows:
+            conn.execute("SELECT 1")  # the fence: a relay without its leases sends nothing
+        return rows
 
     def _publish(self, conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
         if len(rows) >= _PREFETCH_MIN_ROWS and not self.stopping:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from secrets import token_urlsafe
@@ -22,7 +21,6 @@ from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
-    NewTopic,
     ResourcePatternType,
     ResourceType,
 )
@@ -143,26 +141,6 @@ def acl_broker(acl_kafka) -> Iterator[AclBroker]:
     with override_settings(KAFKA_CLIENT_CONFIG=broker.admin_config):
         ensure_topics(list(events.TOPICS))
         yield broker
-
-
-@pytest.fixture
-def new_topic() -> Iterator:
-    """`new_topic(**config)`: a topic of this test run's prefix (logical name returned)."""
-    made: list[str] = []
-
-    def make(**config: str) -> str:
-        logical = f"relay-errors-{uuid.uuid4().hex[:8]}"
-        spec = NewTopic(topic_name(logical), 1, 1, config=config)
-        admin = admin_client()
-        admin.create_topics([spec])[spec.topic].result(30)
-        made.append(spec.topic)
-        return logical
-
-    yield make
-    if made:
-        admin = admin_client()
-        for future in admin.delete_topics(made).values():
-            future.result(30)
 
 
 def run_once(**options) -> int:

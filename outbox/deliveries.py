@@ -121,11 +121,18 @@ class Deliveries:
             by_message[message]: error for message, error in self._failed if message in by_message
         }
 
-    def wait(self, stopping: Callable[[], bool], grace: float) -> bool:
+    def wait(
+        self,
+        stopping: Callable[[], bool],
+        grace: float,
+        between: Callable[[], object] = lambda: None,
+    ) -> bool:
         """Wait until Kafka has answered for every message: True, or False if a stop's
-        shutdown `grace` ran out first (what is still out counts as unconfirmed)."""
+        shutdown `grace` ran out first (what is still out counts as unconfirmed).
+        `between` runs every 0.1 s meanwhile (the lease session's heartbeat)."""
         deadline = None
         while self._flush(0.1):
+            between()
             if stopping():
                 deadline = deadline or time.monotonic() + grace
                 if time.monotonic() > deadline:

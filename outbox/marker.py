@@ -12,12 +12,13 @@ A mark is fenced by the relay's lease session: it marks nothing once that sessio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 
 from outbox.db import id_array
-from outbox.leases import MEMBER_LOCKS
+from outbox.leases import LEASE_HEARTBEAT_S, MEMBER_LOCKS
 from outbox.models import OutboxMessage
 
 _MARK_PUBLISHED = f"""
@@ -30,9 +31,14 @@ _MARK_PUBLISHED = f"""
 
 
 class Marker:
-    def __init__(self, conn: psycopg.Connection, lease_pid: int) -> None:
+    """Marks on `conn`; `heartbeat` keeps the lease session alive while a wait lasts."""
+
+    def __init__(
+        self, conn: psycopg.Connection, lease_pid: int, heartbeat: Callable[[], object]
+    ) -> None:
         self._conn = conn
         self._fence = {"members": MEMBER_LOCKS, "lease_pid": lease_pid}
+        self._heartbeat = heartbeat
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-marker")
         self._future: Future | None = None
         self.in_progress: list[int] = []
@@ -48,8 +54,12 @@ class Marker:
     def wait(self) -> None:
         """Block until the last mark has committed; raise its database error, if any."""
         future, self._future = self._future, None
-        if future is not None:
-            future.result()
+        while future is not None:
+            try:
+                future.result(timeout=LEASE_HEARTBEAT_S)
+                future = None
+            except TimeoutError:
+                self._heartbeat()
         self.in_progress = []
 
     def __enter__(self) -> Marker:

@@ -1,11 +1,20 @@
-"""The relay's Prometheus metrics. Backlog figures are table-wide: every relay reports the
-same value, so aggregate them with max(), never sum()."""
+"""The relay's Prometheus metrics and liveness. Backlog figures are table-wide: every relay
+reports the same value, so aggregate them with max(), never sum().
+
+The same port answers `/healthz` (the liveness probe): 200 while the relay's lease session
+answers, 503 once it has been silent for longer than PostgreSQL lets it live (or is gone).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from outbox.leases import LEASE_TIMEOUT_S, lease_session_silence
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +41,42 @@ DELIVERY_AGE = Histogram(
 )
 
 
+def _health(environ: dict, start_response) -> list[bytes]:
+    silence = lease_session_silence()
+    if silence is not None and silence <= LEASE_TIMEOUT_S:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    why = "no lease session" if silence is None else f"lease session silent for {silence:.0f}s"
+    return [why.encode() + b"\n"]
+
+
+def _app(metrics_app):
+    def app(environ: dict, start_response) -> list[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            return _health(environ, start_response)
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # no line per scrape or probe
+        pass
+
+
 def serve(port: int, address: str) -> None:
-    """Expose /metrics on `port` (0 disables). A busy port is logged, not fatal: the relay's
-    job is publishing, and a second relay on one host must not die for its metrics."""
+    """Expose /metrics and /healthz on `port` (0 disables). A busy port is logged, not
+    fatal: the relay's job is publishing, and a second relay on one host must not die for
+    its metrics."""
     if not port:
         return
     try:
-        start_http_server(port, addr=address)
+        server = make_server(
+            address, port, _app(make_wsgi_app()), ThreadingWSGIServer, handler_class=_QuietHandler
+        )
     except OSError as exc:
         logger.error("relay metrics disabled: cannot listen on %s:%s: %s", address, port, exc)
     else:
-        logger.info("relay metrics on http://%s:%s/metrics", address, port)
+        threading.Thread(target=server.serve_forever, daemon=True, name="relay-metrics").start()
+        logger.info("relay metrics on http://%s:%s/metrics, liveness on /healthz", address, port)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 import psycopg
@@ -91,7 +93,8 @@ class Relay:
                     self.leases.join(conn)
                     self._reconnects = 0
                     self._next_rebalance = 0.0  # a new session takes its share at once
-                    with Marker(mark_conn, lease_pid=conn.info.backend_pid) as self._marker:
+                    heartbeat = partial(self.leases.keep_alive, conn)
+                    with Marker(mark_conn, conn.info.backend_pid, heartbeat) as self._marker:
                         self._serve(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._session_lost(exc)
@@ -99,12 +102,13 @@ class Relay:
             if self.options.once:
                 break
         self._await_deliveries()
+        self.leases.lost()
         self.claims.close()
         logger.info("relay: stopped after publishing %d rows", self.published_total)
         return 1 if self.left_behind else 0
 
     def _connect(self) -> psycopg.Connection:
-        conn = unflushed_connection("countstream-relay")
+        conn = unflushed_connection("countstream-relay", tcp_alive=True)
         logger.info("relay: connected to PostgreSQL (backend pid %s)", conn.info.backend_pid)
         return conn
 
@@ -114,7 +118,7 @@ class Relay:
         The lanes' next owner may be sending their rows already: what librdkafka has not
         sent yet is dropped (the rows stay pending), what is on the wire is awaited.
         """
-        self.leases.owned.clear()
+        self.leases.lost()
         metrics.LANES_OWNED.set(0)
         self.claims.drop_prefetched()
         self.deliveries.abandon_unsent(self.options.shutdown_grace)
@@ -147,6 +151,7 @@ class Relay:
             self.left_behind = self._pending_in_owned_lanes(conn)
 
     def _housekeeping(self, conn: psycopg.Connection) -> None:
+        self.leases.keep_alive(conn)
         now = time.monotonic()
         if now >= self._next_rebalance:
             self._rebalance(conn)
@@ -158,6 +163,7 @@ class Relay:
         self._marker.wait()
         deadline = time.monotonic() + self.options.poll_interval
         while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+            self.leases.keep_alive(conn)
             if wakeup.wait(conn, min(0.25, remaining)):
                 self._announced_idle = False  # the writers that woke us used it up
                 return
@@ -216,7 +222,7 @@ class Relay:
             backing_off = self.failures.keys_backing_off()
             self.claims.prefetch(conn, self.leases.owned, in_flight, backing_off)
         failures = self.deliveries.send(rows)
-        confirmed = self._await_deliveries()
+        confirmed = self._await_deliveries(between=partial(self.leases.keep_alive, conn))
         failures.update(self.deliveries.failures(rows))
         outcome = settle(rows, failures, confirmed)
         if outcome.published:
@@ -228,9 +234,9 @@ class Relay:
             self.failures.delivered()
         self._unfinished_keys = outcome.unfinished_keys
 
-    def _await_deliveries(self) -> bool:
+    def _await_deliveries(self, between: Callable[[], object] = lambda: None) -> bool:
         """Wait until Kafka has answered for every message (see Deliveries.wait)."""
-        return self.deliveries.wait(lambda: self.stopping, self.options.shutdown_grace)
+        return self.deliveries.wait(lambda: self.stopping, self.options.shutdown_grace, between)
 
     def _record_failures(self, conn: psycopg.Connection, failed: list) -> None:
         self.tally.failed(len(failed))

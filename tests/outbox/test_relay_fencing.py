@@ -20,8 +20,8 @@ from infra.topics import topic_name
 from outbox.leases import MEMBER_LOCKS
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
-from tests.faults import RELAY_TIMING, database_url, wait_for
-from tests.relay_support import (
+from tests.support.processes import RELAY_TIMING, database_url
+from tests.support.relay import (
     Received,
     enqueue_backlog,
     outbox_in_commit_order,
@@ -29,6 +29,7 @@ from tests.relay_support import (
     read_back,
     wait_until_serving,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
 

@@ -34,7 +34,7 @@ from infra.topics import ensure_topics, topic_name
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from scripts.services import KafkaNode, free_ports
-from tests.faults import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
 

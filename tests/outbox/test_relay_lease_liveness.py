@@ -17,8 +17,10 @@ import urllib.request
 import pytest
 from django.db import connection
 
-from tests.faults import RELAY_TIMING, database_url, free_ports, wait_for
-from tests.relay_support import wait_until_serving
+from scripts.services import free_ports
+from tests.support.processes import RELAY_TIMING, database_url
+from tests.support.relay import wait_until_serving
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
 

@@ -90,7 +90,7 @@ def bare_producer_rate(payloads: list[tuple]) -> float:
     relay, it hears only of failed deliveries)."""
     from confluent_kafka import Producer
 
-    from outbox.relay import producer_config
+    from outbox.deliveries import producer_config
 
     failed = []
     producer = Producer(producer_config(on_delivery=lambda error, _message: failed.append(error)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -41,12 +40,6 @@ SERVICE_SECONDS = 2
 COUNTS = 64
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
 APP_PROCESSES = ("web", "relay", "consumer")
-PROCFILE_PORT = "8000"
-
-
-def procfile_commands() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
 def free_port() -> int:
@@ -57,18 +50,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def web_command(port: int) -> str:
-    """The Procfile's web command, on `port` instead of the development port."""
-    words = shlex.split(procfile_commands()["web"])
-    moved = [word.replace(PROCFILE_PORT, str(port)) for word in words]
-    if moved == words:
-        raise SystemExit(f"the Procfile's web command names no port {PROCFILE_PORT}")
-    return shlex.join(moved)
-
-
 @contextmanager
 def app(env: dict[str, str], port: int) -> Iterator[str]:
     """Web, relay and consumer as `make run` (honcho: `sh -c`) starts them; their URL."""
+    from scripts.procfile import procfile_commands, web_command  # ROOT is on the path now
+
     env = {
         **env,
         "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",

@@ -5,6 +5,7 @@ to get production checks (a strong SECRET_KEY, DEBUG off, no loopback defaults f
 and HTTPS hardening; docs/reliability.md describes them.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -78,6 +79,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.metrics.RequestMetricsMiddleware",
+    "infra.database.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -112,16 +114,34 @@ DATABASES = {
         "DATABASE_URL", default="postgres://countstream:countstream@127.0.0.1:5432/countstream"
     )
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# Every process borrows its connections from a psycopg pool of its own and gives them back
+# at the end of each request (Django's pool needs CONN_MAX_AGE 0 for that). So connections
+# are reused and a process never holds more than DATABASE_POOL_MAX_SIZE of them, whatever
+# its number of threads; a request that gets none within DATABASE_POOL_TIMEOUT seconds is
+# answered 503 with Retry-After (infra/database.py). Sizing: docs/operations.md.
+DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=2)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=3.0)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+# The web's worker processes (uvicorn reads the same variable): each has a pool of its own,
+# so the web holds at most WEB_CONCURRENCY x DATABASE_POOL_MAX_SIZE connections (a system
+# check warns when that takes more than half of PostgreSQL's default max_connections).
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Server-side binding lets psycopg prepare the statements a process repeats (every write
 # and read of the API; from their fifth run, psycopg's default), so PostgreSQL plans each
-# once per connection, not per execution. Django would not prepare any by itself.
+# once per connection, not per execution; a pooled connection keeps them from request to
+# request. Django would not prepare any by itself.
 _SERVER_SIDE_BINDING = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
 DATABASES["default"]["OPTIONS"] = {
     "connect_timeout": 5,
     "server_side_binding": _SERVER_SIDE_BINDING,
     "prepare_threshold": 5 if _SERVER_SIDE_BINDING else None,
+    "pool": {
+        "min_size": min(DATABASE_POOL_MIN_SIZE, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    },
 }
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}

@@ -124,8 +124,9 @@ DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
 DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=3.0)
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 # The web's worker processes (uvicorn reads the same variable): each has a pool of its own,
-# so the web holds at most WEB_CONCURRENCY x DATABASE_POOL_MAX_SIZE connections (a system
-# check warns when that takes more than half of PostgreSQL's default max_connections).
+# so the web holds at most WEB_CONCURRENCY x (DATABASE_POOL_MAX_SIZE + 1 for waking the
+# relay) connections; a system check warns when that is over half of PostgreSQL's default
+# max_connections.
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Server-side binding lets psycopg prepare the statements a process repeats (every write

@@ -61,13 +61,14 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 @register(Tags.database)
 def check_web_connection_budget(app_configs, **kwargs) -> list[CheckMessage]:
     workers, pool = settings.WEB_CONCURRENCY, settings.DATABASE_POOL_MAX_SIZE
-    if workers * pool <= WEB_CONNECTIONS_BUDGET:
+    # Besides its pool, each worker has one plain connection that wakes the relay.
+    if (connections := workers * (pool + 1)) <= WEB_CONNECTIONS_BUDGET:
         return []
     return [
         CheckWarning(
-            f"The web may hold {workers * pool} database connections (WEB_CONCURRENCY "
-            f"{workers} x DATABASE_POOL_MAX_SIZE {pool}), more than half of PostgreSQL's "
-            "default max_connections.",
+            f"The web may hold {connections} database connections (WEB_CONCURRENCY "
+            f"{workers} x (DATABASE_POOL_MAX_SIZE {pool} + 1)), more than half of "
+            "PostgreSQL's default max_connections.",
             hint="Lower WEB_CONCURRENCY or DATABASE_POOL_MAX_SIZE, or raise max_connections "
             "(docs/operations.md, pool sizing).",
             id="infra.W001",

@@ -227,7 +227,7 @@ KAFKA_PRODUCER_CONFIG = {
 # --- Django REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "counts.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -242,6 +242,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "counts.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"writes": env.str("API_WRITE_THROTTLE", default="100000/minute")},
 }
+# How long a process trusts a token it has looked up: a deleted token, or a deactivated
+# user's, keeps working for at most this long (0: every request looks its token up).
+API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=10.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "countstream API",
     "DESCRIPTION": "Named counters; every change is published to Kafka through an outbox.",

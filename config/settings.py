@@ -280,8 +280,11 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 # A row Kafka refuses this many times for a reason of its own (e.g. too large) is parked.
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # The relay's Prometheus endpoint (0 disables it); loopback unless told otherwise.
+# RELAY_METRICS_ADDRESS is the host's former name, still read when RELAY_METRICS_HOST is unset.
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9101)
-RELAY_METRICS_ADDRESS = env.str("RELAY_METRICS_ADDRESS", default="127.0.0.1")
+RELAY_METRICS_HOST = env.str(
+    "RELAY_METRICS_HOST", default=env.str("RELAY_METRICS_ADDRESS", default="127.0.0.1")
+)
 
 # --- Kafka topics (CA-710A partitions, CA-710B retention; see docs/operations.md) -----------
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)

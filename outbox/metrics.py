@@ -3,11 +3,7 @@ same value, so aggregate them with max(), never sum()."""
 
 from __future__ import annotations
 
-import logging
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-logger = logging.getLogger(__name__)
+from prometheus_client import Counter, Gauge, Histogram
 
 PUBLISHED = Counter("countstream_relay_published", "Outbox rows acknowledged by Kafka")
 PUBLISH_ERRORS = Counter(
@@ -29,16 +25,3 @@ DELIVERY_AGE = Histogram(
     "256 rows, an even sample of 256 of a larger batch)",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-
-
-def serve(port: int, address: str) -> None:
-    """Expose /metrics on `port` (0 disables). A busy port is logged, not fatal: the relay's
-    job is publishing, and a second relay on one host must not die for its metrics."""
-    if not port:
-        return
-    try:
-        start_http_server(port, addr=address)
-    except OSError as exc:
-        logger.error("relay metrics disabled: cannot listen on %s:%s: %s", address, port, exc)
-    else:
-        logger.info("relay metrics on http://%s:%s/metrics", address, port)

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from counts.api.authentication import CachedTokenAuthentication
 from counts.api.serializers import CountOutput
 from counts.services import count_create
-from tests.faults import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 

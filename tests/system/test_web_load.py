@@ -22,7 +22,9 @@ from rest_framework.authtoken.models import Token
 
 from scripts.procfile import web_command
 from scripts.services import free_ports, is_listening
-from tests.faults import ROOT, api_client, process_env, wait_for
+from tests.support.paths import ROOT
+from tests.support.processes import api_client, process_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

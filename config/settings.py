@@ -123,11 +123,6 @@ DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=2)
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
 DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=3.0)
 DATABASES["default"]["CONN_MAX_AGE"] = 0
-# The web's worker processes (uvicorn reads the same variable): each has a pool of its own,
-# so the web holds at most WEB_CONCURRENCY x (DATABASE_POOL_MAX_SIZE + 1 for waking the
-# relay) connections; a system check warns when that is over half of PostgreSQL's default
-# max_connections.
-WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Server-side binding lets psycopg prepare the statements a process repeats (every write
 # and read of the API; from their fifth run, psycopg's default), so PostgreSQL plans each
@@ -144,6 +139,11 @@ DATABASES["default"]["OPTIONS"] = {
         "timeout": DATABASE_POOL_TIMEOUT,
     },
 }
+# The web's worker processes (uvicorn reads the same variable): each has a pool of its own,
+# so the web holds at most WEB_CONCURRENCY x (DATABASE_POOL_MAX_SIZE + 1 for waking the
+# relay) connections; a system check warns when that is over half of PostgreSQL's default
+# max_connections.
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 

@@ -180,11 +180,19 @@ OUTBOX_PRUNE_INTERVAL_SECONDS = env.float("OUTBOX_PRUNE_INTERVAL_SECONDS", defau
 DASHBOARD_RECONCILE_INTERVAL_SECONDS = env.float(
     "DASHBOARD_RECONCILE_INTERVAL_SECONDS", default=300
 )
+IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS = env.float(
+    "IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS", default=3600
+)
 CELERY_BEAT_SCHEDULE = {
     "prune-published-outbox": {
         "task": "outbox.tasks.prune_published_outbox",
         "schedule": OUTBOX_PRUNE_INTERVAL_SECONDS,
         "options": {"expires": OUTBOX_PRUNE_INTERVAL_SECONDS},
+    },
+    "prune-idempotency-keys": {
+        "task": "counts.tasks.prune_idempotency_keys",
+        "schedule": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS,
+        "options": {"expires": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS},
     },
     "reconcile-dashboard": {
         "task": "dashboard.tasks.reconcile_dashboard",
@@ -245,6 +253,8 @@ REST_FRAMEWORK = {
 # How long a process trusts a token it has looked up: a deleted token, or a deactivated
 # user's, keeps working for at most this long (0: every request looks its token up).
 API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=10.0)
+# How long a write's Idempotency-Key is remembered: a retry within it is answered, not redone.
+IDEMPOTENCY_KEY_RETENTION_HOURS = env.float("IDEMPOTENCY_KEY_RETENTION_HOURS", default=24)
 SPECTACULAR_SETTINGS = {
     "TITLE": "countstream API",
     "DESCRIPTION": "Named counters; every change is published to Kafka through an outbox.",

@@ -1,6 +1,6 @@
-"""Domain errors as API errors: services raise Django's exceptions, clients get 400 and 404
-(and 503 with Retry-After while the database is unreachable or its pool has no connection
-free in time)."""
+"""Domain errors as API errors: services raise Django's exceptions, clients get 400, 404 and
+409 (and 503 with Retry-After while the database is unreachable or its pool has no
+connection free in time)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from rest_framework import exceptions
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from counts import services
+from counts.api.conditional import PreconditionFailed, etag
 from infra.database import RETRY_AFTER_SECONDS, UNAVAILABLE, log_unavailable
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The request conflicts with the count's current state."
+    default_code = "conflict"
 
 
 class DatabaseUnavailable(exceptions.APIException):
@@ -21,7 +29,13 @@ class DatabaseUnavailable(exceptions.APIException):
 
 
 def exception_handler(exc: Exception, context: dict):
-    if isinstance(exc, DjangoValidationError):
+    if isinstance(exc, services.StaleVersion):
+        response = drf_exception_handler(PreconditionFailed(), context)
+        response["ETag"] = etag(exc.version)
+        return response
+    if isinstance(exc, services.Conflict):
+        exc = Conflict(detail=_field_errors(exc))
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=_field_errors(exc))
     elif isinstance(exc, ObjectDoesNotExist):
         exc = exceptions.NotFound()

@@ -90,6 +90,9 @@ class CountSetInput(StrictInput):
     value = Int64Field()
 
 
+_TIMESTAMP = serializers.DateTimeField()
+
+
 class CountOutput(ClosedSchema, serializers.ModelSerializer):
     """A count; `version` grows by one on every change."""
 
@@ -97,3 +100,16 @@ class CountOutput(ClosedSchema, serializers.ModelSerializer):
         model = Count
         fields = ["id", "name", "description", "value", "version", "created_at", "updated_at"]
         read_only_fields = fields
+
+    def to_representation(self, instance: Count) -> dict:
+        """What ModelSerializer would give (a test holds them equal), without building its
+        fields for every count: that cost more than a tenth of an increment's time."""
+        return {
+            "id": str(instance.id),
+            "name": instance.name,
+            "description": instance.description,
+            "value": instance.value,
+            "version": instance.version,
+            "created_at": _TIMESTAMP.to_representation(instance.created_at),
+            "updated_at": _TIMESTAMP.to_representation(instance.updated_at),
+        }

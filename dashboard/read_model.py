@@ -31,7 +31,7 @@ from pathlib import Path
 
 from django.conf import settings
 from redis import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from counts.cache import queue_invalidation
 from dashboard.events import CountEvent
@@ -85,7 +85,7 @@ def history_key(count_id: str) -> str:
     return redis_key("dash", "history", count_id)
 
 
-def rate_key(second: int) -> str:
+def rate_key(second: int | str) -> str:
     return redis_key("dash", "rate", str(second))
 
 
@@ -105,7 +105,8 @@ class Update:
 
     Field names are the script's: `vv`/`nv` are the versions of `value`/`name`, `dv` the
     version that deleted the count, `ts` the newest event time (epoch ms), `created` whether
-    its events include the count's creation.
+    its events include the count's creation. `lift` is a tombstone (as stored) to remove
+    first if it is still there: reconcile's repair of a deletion the database contradicts.
     """
 
     id: str
@@ -116,6 +117,7 @@ class Update:
     name: str | None = None
     dv: int | None = None
     created: bool | None = None
+    lift: str | None = None
 
     def merge(self, event: CountEvent) -> None:
         self.ts = max(self.ts, event.timestamp)
@@ -146,6 +148,11 @@ def coalesce(events: Iterable[CountEvent]) -> dict[str, Update]:
     return updates
 
 
+class ScriptRefused(ResponseError):
+    """The script failed on its input (a Lua error) and wrote nothing: retrying the same
+    input fails the same way. Other errors (Redis away, out of memory, read-only) pass."""
+
+
 def apply_updates(
     updates: Mapping[str, Update], *, repair: bool = False, rate: Mapping[int, int] | None = None
 ) -> list[dict]:
@@ -153,16 +160,14 @@ def apply_updates(
 
     `repair`: the updates come from the database, not from events (they reach the figures
     and open pages, not the feed). `rate`: events per second of their time, for the chart.
-    Returns the changes that took effect. Raises RedisError (nothing is then known to be
-    applied, and the caller must retry before it commits its offsets).
+    Returns the changes that took effect. Raises ScriptRefused, or another RedisError
+    (nothing is then known to be applied, and the caller must retry before it commits its
+    offsets).
     """
     if not updates:
         return []
     pipe = redis_client().pipeline(transaction=True)
     queue_invalidation(pipe, updates)
-    for second, events in (rate or {}).items():
-        pipe.incrby(rate_key(second), events)
-        pipe.expireat(rate_key(second), second + RATE_WINDOW_SECONDS + 60)
     arguments = json.dumps([update.as_argument() for update in updates.values()])
     keys = [
         counts_key(),
@@ -174,13 +179,45 @@ def apply_updates(
         feed_key(),
     ]
     history = (history_key(""), settings.DASHBOARD_HISTORY_POINTS, HISTORY_TTL_SECONDS)
-    pipe.eval(_APPLY, len(keys), *keys, arguments, STREAM_MAXLEN, *history, int(repair), FEED_KEPT)
-    return json.loads(pipe.execute()[-1])
+    rates = (json.dumps(rate or {}), rate_key(""), RATE_WINDOW_SECONDS + 60)
+    arguments = (arguments, STREAM_MAXLEN, *history, int(repair), FEED_KEPT, *rates)
+    pipe.eval(_APPLY, len(keys), *keys, *arguments)
+    results = pipe.execute(raise_on_error=False)
+    if errors := [result for result in results if isinstance(result, Exception)]:
+        if errors[0] is results[-1] and str(errors[0]).startswith("user_script:"):
+            raise ScriptRefused(str(errors[0])) from errors[0]
+        raise errors[0]
+    return json.loads(results[-1])
 
 
 def apply_events(events: Iterable[CountEvent]) -> list[dict]:
     events = list(events)
     return apply_updates(coalesce(events), rate=Counter(e.timestamp // 1000 for e in events))
+
+
+def apply_events_refusing_poison(events: Iterable[CountEvent]) -> dict[CountEvent, str]:
+    """Apply the events; return those the script refuses, each with its error. A refused
+    batch is applied again event by event, so only the guilty events are left out."""
+    events = list(events)
+    try:
+        apply_events(events)
+        return {}
+    except ScriptRefused:
+        pass
+    refused = {}
+    for event in events:
+        try:
+            apply_events([event])
+        except ScriptRefused as exc:
+            refused[event] = str(exc)
+    return refused
+
+
+def tombstones(count_ids: Iterable[str]) -> dict[str, str]:
+    """The tombstones, as stored, of those of the counts that have one."""
+    ids = list(count_ids)
+    found = redis_client().hmget(tombstones_key(), ids) if ids else []
+    return {i: t.decode() for i, t in zip(ids, found, strict=True) if t is not None}
 
 
 def seen_counts(count_ids: Iterable[str]) -> set[str]:

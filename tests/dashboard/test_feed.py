@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -10,10 +11,12 @@ from django.core.management import call_command
 from counts import services
 from counts.models import Count
 from dashboard import read_model, selectors
+from dashboard.events import CountEvent
+from dashboard.read_model import Update
 from dashboard.tasks import reconcile_dashboard
 from infra.redis import redis_client
 from outbox.models import OutboxMessage
-from tests.pipeline import database_truth, read_model_state
+from tests.support.pipeline import database_truth, read_model_state
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +91,20 @@ def test_a_reconcile_repairs_numbers_without_feed_entries(pipeline):
 
     assert read_model_state() == database_truth()
     assert feed() == before
+
+
+@pytest.mark.parametrize("value_first", [True, False])
+def test_a_creation_a_repair_got_ahead_of_is_told_once_whichever_event_comes_first(
+    pipeline, value_first
+):
+    count_id = str(uuid.uuid4())
+    read_model.apply_updates({count_id: Update(count_id, 5, 1, "2", 1, "new")}, repair=True)
+    created = CountEvent(str(uuid.uuid4()), count_id, 1, 1000, "created", 2, "new")
+    value = CountEvent(str(uuid.uuid4()), count_id, 1, 1000, "value", 2)
+
+    for event in [value, created] if value_first else [created, value]:
+        read_model.apply_events([event])
+
+    assert [(c["action"], c["name"], c["ts"]) for c in read_model.snapshot().feed] == [
+        ("created", "new", 1000)
+    ]

@@ -1,4 +1,4 @@
-"""The dashboard page and its live stream (Server-Sent Events, served under ASGI)."""
+"""The dashboard's live stream (Server-Sent Events, served under ASGI)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,20 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from redis.exceptions import ResponseError
 
 from dashboard import read_model
-from dashboard.selectors import dashboard_state, operations
+from dashboard.access import viewer_required
+from dashboard.selectors import operations
 
 OPERATIONS_EVERY_SECONDS = 2.0
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 
-@require_GET
-def dashboard_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/index.html", {"state": dashboard_state()})
-
-
+@viewer_required(login_redirect=False)
 @require_GET
 async def dashboard_stream(request: HttpRequest) -> HttpResponse:
     """Refreshes as they happen. On reconnect the browser sends Last-Event-ID and gets
@@ -95,4 +92,12 @@ def _id_tuple(stream_id: str) -> tuple[int, int]:
 
 async def _operations(client: aioredis.Redis) -> dict:
     raw = await client.hgetall(read_model.consumer_stats_key())
-    return await sync_to_async(operations)(read_model.decode_consumer_stats(raw))
+    return await sync_to_async(_operations_released)(read_model.decode_consumer_stats(raw))
+
+
+def _operations_released(stats: dict) -> dict:
+    """The figures, the pooled connection given back at once: an open stream keeps none."""
+    try:
+        return operations(stats)
+    finally:
+        connection.close()

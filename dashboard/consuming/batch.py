@@ -2,9 +2,10 @@
 
 `parse_batch` sorts the messages into events and poison without touching anything.
 `BatchApplier.apply` applies the events of counts that exist, in one Redis round trip
-(read_model.py), and turns the events of counts that never existed into poison
-(`unknown-count`). A batch with counts this process has not met yet costs up to two
-queries and one more Redis round trip first (`_unknown_counts`).
+(read_model.py), and turns the events of counts that never existed (`unknown-count`), and
+those the read model's script refuses (`redis-script`), into poison. A batch with counts
+this process has not met yet costs up to two queries and one more Redis round trip first
+(`_unknown_counts`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ParsedBatch:
 @dataclass(frozen=True)
 class AppliedBatch:
     events: list[CountEvent]  # applied (each one took effect or was already in place)
-    poison: list[Poison]  # events about counts that never existed
+    poison: list[Poison]  # events about counts that never existed, or the script refused
 
 
 def parse_batch(records: list[Message], logical_topics: Mapping[str, str]) -> ParsedBatch:
@@ -59,14 +60,19 @@ class BatchApplier:
         """Apply the events of counts that exist. Raises RedisError or DatabaseError, having
         then applied nothing that a retry would not apply again."""
         unknown = self._unknown_counts([event for _, event in batch.events])
-        applied = [event for _, event in batch.events if event.count_id not in unknown]
-        read_model.apply_events(applied)
+        known = [event for _, event in batch.events if event.count_id not in unknown]
+        refused = read_model.apply_events_refusing_poison(known)
         poison = [
             (message, PoisonMessage("unknown-count", event.count_id))
             for message, event in batch.events
             if event.count_id in unknown
         ]
-        return AppliedBatch(applied, poison)
+        poison += [
+            (message, PoisonMessage("redis-script", refused[event]))
+            for message, event in batch.events
+            if event in refused
+        ]
+        return AppliedBatch([event for event in known if event not in refused], poison)
 
     def _unknown_counts(self, events: list[CountEvent]) -> set[str]:
         """Ids of counts that never existed: events about them are dead-lettered.

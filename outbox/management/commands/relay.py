@@ -7,8 +7,9 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from infra.command_options import metrics_port, positive_float, positive_int, serve_metrics
+from infra.command_options import metrics_port, positive_float, positive_int
 from infra.health import check_for_command
+from outbox.metrics import serve_metrics
 from outbox.relay import Relay, RelayOptions
 
 

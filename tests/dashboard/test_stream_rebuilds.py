@@ -61,7 +61,7 @@ def open_page(app_stack, pipeline):
     counts = [services.count_create(name=f"shown-{n}", value=n + 1) for n in range(3)]
     pipeline.relay_pending()
     pipeline.consume_once()
-    _, url = app_stack("web")
+    _, url = app_stack("web", DASHBOARD_PUBLIC="true")  # the stream without logging in
     page = OpenPage(url)
     wait_for(lambda: page.events, 30, "the stream to open")
     yield page, counts

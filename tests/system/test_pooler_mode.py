@@ -13,8 +13,8 @@ import json
 
 import pytest
 
+from counts.contract import validate as validate_event
 from outbox.models import OutboxMessage
-from tests.support.event_schemas import validate_event
 from tests.support.processes import run_manage
 from tests.support.relay import assert_commit_order, outbox_in_commit_order, read_back
 

@@ -25,7 +25,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
 
 def report(scenario: str, **figures: Any) -> None:
     """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)
-    and append it to .local/reliability-figures.jsonl, where docs/reliability.md's come from."""
+    and append it to .local/reliability-figures.jsonl, where docs/benchmarks.md's come from."""
     line = json.dumps(
         {"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures}
     )

@@ -42,6 +42,7 @@ from counts.events import TOPICS, now_ms
 from counts.models import Count
 from dashboard import metrics, read_model
 from dashboard.events import CountEvent, PoisonMessage, parse_event
+from dashboard.selectors import relay_backlog
 from infra.kafka import QUIET_LOG, KafkaErrorLog, backoff, client_config
 from infra.topics import ensure_topics, managed_topics, topic_name
 from outbox.selectors import published_keys
@@ -52,6 +53,7 @@ T = TypeVar("T")
 POLL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 1.0
+BACKLOG_RETRY_SECONDS = 30.0
 KNOWN_IDS_LIMIT = 100_000
 # Redis runs one script at a time: about 500 updates keep each batch's script near 10 ms,
 # so catching up on a backlog never stalls the API's cache reads for long.
@@ -124,6 +126,7 @@ class DashboardConsumer:
         self._known_ids: set[str] = set()
         self._processed = 0
         self._last_report = (time.monotonic(), 0)
+        self._backlog_retry_at = 0.0
         self._progress: tqdm | None = None
         # One error log for both clients: an outage is told once, not by each of them.
         errors = KafkaErrorLog(logger, "Kafka")
@@ -415,10 +418,25 @@ class DashboardConsumer:
         rate = (self._processed - processed_then) / (now - since)
         self._last_report = (now, self._processed)
         stats = {"lag": self._lag(), "events_per_second": round(rate, 1), "at": now_ms()}
+        stats |= self._relay_backlog()
         try:
             read_model.publish_consumer_stats(stats)
         except RedisError as exc:
             logger.warning("cannot publish consumer figures: %s", exc)
+
+    def _relay_backlog(self) -> dict[str, float]:
+        """The outbox backlog, published here once for every web process's live streams
+        (which then read no database). After a failure it is left out for a while, so a
+        PostgreSQL outage does not slow the consumer down once a second."""
+        if time.monotonic() < self._backlog_retry_at:
+            return {}
+        try:
+            return relay_backlog()
+        except DatabaseError as exc:
+            logger.warning("cannot read the relay backlog for the dashboard: %s", exc)
+            close_old_connections()
+            self._backlog_retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
+            return {}
 
     def _lag(self) -> int:
         assigned = [TopicPartition(t, p) for t, p in self._assigned]

@@ -15,11 +15,14 @@ def relay_backlog() -> dict[str, float]:
 
 
 def operations(consumer_stats: dict[str, str]) -> dict[str, float | None]:
-    """The operations panel: relay backlog, consumer lag and rate, age of those figures."""
+    """The operations panel as the consumer last published it (no database read): relay
+    backlog, consumer lag and rate, and how long ago the consumer reported them."""
     reported_at = consumer_stats.get("at")
     age = time.time() - int(reported_at) / 1000 if reported_at else None
+    backlog, oldest = consumer_stats.get("relay_backlog"), consumer_stats.get("relay_oldest_age_s")
     return {
-        **relay_backlog(),
+        "relay_backlog": None if backlog is None else int(backlog),
+        "relay_oldest_age_s": None if oldest is None else float(oldest),
         "consumer_lag": int(consumer_stats.get("lag", 0)),
         "events_per_second": float(consumer_stats.get("events_per_second", 0)),
         "consumer_seen_s_ago": None if age is None else round(age, 1),
@@ -40,5 +43,6 @@ def dashboard_state() -> dict:
         "top": [_for_js(entry) for entry in snapshot.top],
         "feed": snapshot.feed,
         "stream_id": snapshot.stream_id,
-        "operations": operations(read_model.consumer_stats()),
+        # The page is rendered once: its relay backlog is read fresh from the database.
+        "operations": {**operations(read_model.consumer_stats()), **relay_backlog()},
     }

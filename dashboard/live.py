@@ -94,41 +94,55 @@ def trimmed_after(info: dict, position: StreamId) -> bool:
 
 
 class Viewer:
-    """One open stream: the frames waiting for it, bounded in bytes."""
+    """One open stream: the frames waiting for it, bounded in bytes.
+
+    Its queue holds lists of frames: all the entries of one read of the hub go in as one
+    item, and all that waits goes out as one write, so a burst costs each viewer one
+    wake-up instead of one per entry.
+    """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.position: StreamId = (0, 0)  # the last entry it was sent
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[Frame]] = asyncio.Queue()
         self._queued_bytes = 0
 
-    def offer(self, frame: Frame) -> bool:
-        """Queue a frame; False (nothing queued) if that would exceed the budget."""
-        if self._queued_bytes + len(frame.data) > self.budget:
+    def offer(self, frames: list[Frame], size: int) -> bool:
+        """Queue frames of `size` bytes; False (nothing queued) if they do not fit."""
+        if self._queued_bytes + size > self.budget:
             return False
-        self._queued_bytes += len(frame.data)
-        self._queue.put_nowait(frame)
+        self._queued_bytes += size
+        self._queue.put_nowait(frames)
         return True
 
     def cut_off(self) -> None:
-        """Drop what is queued; the next frame it gets is the last: `reset`."""
+        """Drop what is queued; the next thing it sends is its last: `reset`."""
         while not self._queue.empty():
             self._queue.get_nowait()
         self._queued_bytes = 0
-        self._queue.put_nowait(RESET)
+        self._queue.put_nowait([RESET])
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """Queued frames as they come, without the entries it was already sent."""
+        """What is queued, as it comes and in one piece, without the entries it was
+        already sent. Ends after a `reset` of its own."""
         while True:
-            frame = await self._queue.get()
-            self._queued_bytes -= len(frame.data)
-            if frame.id is not None:
-                if frame.id <= self.position:
-                    continue
-                self.position = frame.id
-            yield frame.data
-            if frame is RESET:
+            ready = [await self._queue.get()]
+            while not self._queue.empty():
+                ready.append(self._queue.get_nowait())
+            data = [frame.data for frames in ready for frame in frames if self._is_new(frame)]
+            if data:
+                yield data[0] if len(data) == 1 else b"".join(data)
+            if ready[-1] == [RESET]:
                 return
+
+    def _is_new(self, frame: Frame) -> bool:
+        self._queued_bytes -= len(frame.data)
+        if frame.id is None:
+            return True
+        if frame.id <= self.position:
+            return False
+        self.position = frame.id
+        return True
 
 
 class Hub:
@@ -145,6 +159,7 @@ class Hub:
         self._started: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._operations: Frame | None = None
+        self._stopping: asyncio.Task | None = None
 
     async def stream(self, last_id: str) -> AsyncIterator[bytes]:
         """One viewer's SSE body: from `last_id` ("$": from now on), then live, until it
@@ -203,15 +218,23 @@ class Hub:
         self.viewers.discard(viewer)
         if self.viewers or self._started is None:
             return
-        for task in [self._started, *self._tasks]:
+        stopping = [self._started, *self._tasks]
+        for task in stopping:
             task.cancel()
         self._started, self._tasks = None, []
+        self._stopping = asyncio.create_task(self._close_idle_connections(stopping))
+
+    async def _close_idle_connections(self, stopping: list[asyncio.Task]) -> None:
+        await asyncio.gather(*stopping, return_exceptions=True)
+        if not self.viewers:  # none came back meanwhile
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     # --- fan-out ---------------------------------------------------------------------
 
-    def _fan_out(self, frame: Frame) -> None:
+    def _fan_out(self, frames: list[Frame]) -> None:
+        size = sum(len(frame.data) for frame in frames)
         for viewer in list(self.viewers):
-            if not viewer.offer(frame):
+            if not viewer.offer(frames, size):
                 logger.info("a live stream fell %d bytes behind: cut off", viewer.budget)
                 self._cut_off(viewer)
 
@@ -242,10 +265,9 @@ class Hub:
                 self._trimmed(info)
                 continue
             for _, entries in found or []:
-                for entry_id, fields in entries:
-                    frame = entry_frame(entry_id, fields)
-                    self.position = frame.id
-                    self._fan_out(frame)
+                frames = [entry_frame(entry_id, fields) for entry_id, fields in entries]
+                self.position = frames[-1].id
+                self._fan_out(frames)
 
     def _trimmed(self, info: dict) -> None:
         """The hub fell behind the stream's trimming: every viewer must reload."""
@@ -265,7 +287,7 @@ class Hub:
                 logger.warning("live stream: cannot read the operations figures: %s", exc)
             else:
                 self._operations = Frame(None, f"event: operations\ndata: {data}\n\n".encode())
-                self._fan_out(self._operations)
+                self._fan_out([self._operations])
             await asyncio.sleep(OPERATIONS_EVERY_SECONDS)
 
     # --- resuming --------------------------------------------------------------------

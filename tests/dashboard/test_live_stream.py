@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
-import os
-import re
 import signal
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connections
 
+from bench.common import established_connections, resident_bytes
 from bench.sse_client import Event, SseStream
 from counts import services
 from dashboard import live, read_model
@@ -100,28 +97,6 @@ def _gaps(seen: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(seen) if b != a + 1]
 
 
-def established_connections(pid: int, remote_port: int) -> int:
-    """TCP connections of process `pid` to `remote_port` (from /proc: exact, whatever else
-    shares the server)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            if (target := os.readlink(fd)).startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = 0
-    for table in ("tcp", "tcp6"):
-        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = row.split()
-            port = int(fields[2].rsplit(":", 1)[1], 16)
-            found += port == remote_port and fields[3] == "01" and fields[9] in inodes
-    return found
-
-
-def resident_bytes(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_hundred_streams_hold_no_database_connection_and_all_get_a_write(app_stack, pipeline):
     web, url = app_stack("web")
@@ -149,6 +124,12 @@ def test_a_hundred_streams_hold_no_database_connection_and_all_get_a_write(app_s
     opened, refreshes = run(scenario())
     assert opened[5432] == before[5432], "open streams took database connections"
     assert opened[6379] - before[6379] <= live.REDIS_CONNECTIONS
+
+    # The last stream gone, the hub stops and lets its Redis connections go.
+    def hub_connections_closed() -> bool:
+        return established_connections(web.process.pid, 6379) == before[6379]
+
+    wait_for(hub_connections_closed, 10, "the hub's Redis connections to close")
     changes = [json.loads(event.data)["changes"] for event in refreshes]
     assert all(c[0]["id"] == str(count.id) and c[0]["value"] == "42" for c in changes)
     assert len({event.id for event in refreshes}) == 1

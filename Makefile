@@ -45,8 +45,8 @@ chaos: setup services
 	@for round in $$(seq $${CHAOS_ROUNDS:-5}); do \
 	  echo "chaos: round $$round of $${CHAOS_ROUNDS:-5}"; \
 	  TEST_DATABASE_NAME=test_countstream_chaos $(PY) -m pytest -q -s -p no:cacheprovider \
-	    tests/test_reliability_pipeline.py tests/test_reliability_kafka.py \
-	    tests/test_reliability_stores.py || exit 1; \
+	    tests/system/test_reliability_pipeline.py tests/system/test_reliability_kafka.py \
+	    tests/system/test_reliability_stores.py || exit 1; \
 	done
 
 lint:

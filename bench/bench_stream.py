@@ -54,7 +54,7 @@ def start_web(env: dict[str, str], port: int) -> subprocess.Popen:
         for line in (ROOT / "Procfile").read_text().splitlines()
         if line.startswith("web:")
     )
-    command = re.sub(rf"\b{PROCFILE_PORT}\b", str(port), line)
+    command = re.sub(rf"\b{PROCFILE_PORT}\b", str(port), line.removeprefix("exec "))
     log(f"web: {command}")
     path = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return subprocess.Popen(

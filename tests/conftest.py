@@ -10,7 +10,7 @@ from outbox import wakeup
 
 # Private services to break and app processes to kill (the reliability tests), and an
 # isolated event pipeline per test (the consumer and dashboard tests) and Kafka consumers.
-pytest_plugins = ["tests.faults", "tests.pipeline"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.pipeline"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,7 +20,7 @@ from counts import services
 from dashboard import live, read_model
 from infra.redis import redis_client
 from scripts.services import free_ports, is_listening
-from tests.faults import wait_for
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 

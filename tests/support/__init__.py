@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: private servers, app processes, waiting, pipelines."""

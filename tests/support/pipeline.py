@@ -1,0 +1,158 @@
+"""The `pipeline` fixture (a pytest plugin, see conftest.py): an isolated event pipeline per test.
+
+Each test gets its own topics, consumer group and Redis keys (a fresh run id, which
+subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
+its topics and keys are deleted afterwards.
+`publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
+The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from django.conf import settings
+from django.utils import timezone
+from redis import Redis
+
+from counts.events import TOPICS
+from counts.models import Count
+from dashboard import read_model
+from dashboard.consuming.loop import DashboardConsumer
+from infra.kafka import admin_client, client_config
+from infra.redis import redis_client
+from infra.topics import ensure_topics, managed_topics, topic_name
+from outbox.models import OutboxMessage
+
+
+def database_truth() -> dict[str, tuple[str, int]]:
+    return {str(c.id): (c.name, c.value) for c in Count.objects.all()}
+
+
+def read_model_state(client: Redis | None = None) -> dict[str, tuple[str, int]]:
+    counts = read_model.snapshot(client).counts
+    return {count_id: (entry["name"], entry["value"]) for count_id, entry in counts.items()}
+
+
+def earliest_consumer(*topics: str, group: str | None = None) -> Consumer:
+    """A consumer of `topics` from their start, in a fresh group unless `group` is given;
+    it commits nothing by itself. The caller closes it."""
+    consumer = Consumer(
+        client_config(
+            **{
+                "group.id": group or f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    consumer.subscribe(list(topics))
+    return consumer
+
+
+@dataclass
+class Pipeline:
+    run_id: str
+
+    @property
+    def topics(self) -> list[str]:
+        return [topic_name(t) for t in managed_topics()]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For processes the test starts: the same topics, consumer group and Redis keys."""
+        return {"COUNTSTREAM_TEST_RUN": self.run_id}
+
+    def publish_pending(self) -> int:
+        """Publish the pending outbox rows in id order, exactly as stored, and mark them."""
+        rows = list(OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING))
+        self.produce_raw(
+            (row.topic, row.key.encode(), bytes(row.value), list(row.headers.items()))
+            for row in rows
+        )
+        OutboxMessage.objects.filter(id__in=[r.id for r in rows]).update(
+            state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
+        )
+        return len(rows)
+
+    def produce_raw(self, messages) -> None:
+        producer = Producer(client_config(**{"partitioner": "murmur2_random"}))
+        for topic, key, value, headers in messages:
+            producer.produce(topic, key=key, value=value, headers=headers)
+        assert producer.flush(10) == 0
+
+    def consume_once(self) -> None:
+        DashboardConsumer(once=True).run()
+
+    def read_all(self, logical_topic: str, expected: int, timeout: float = 20) -> list[Message]:
+        consumer = earliest_consumer(topic_name(logical_topic))
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(messages) < expected and time.monotonic() < deadline:
+                messages += [m for m in consumer.consume(100, timeout=0.2) if not m.error()]
+        finally:
+            consumer.close()
+        return messages
+
+    def lag(self) -> int:
+        """Events on the count topics that the dashboard group has not committed yet."""
+        admin = admin_client()
+        partitions = [
+            TopicPartition(topic_name(t), p)
+            for t in TOPICS
+            for p in range(settings.KAFKA_TOPIC_PARTITIONS)
+        ]
+        request = ConsumerGroupTopicPartitions(settings.KAFKA_CONSUMER_GROUP, partitions)
+        group = settings.KAFKA_CONSUMER_GROUP
+        committed = admin.list_consumer_group_offsets([request])[group].result()
+        probe = Consumer(client_config(**{"group.id": f"{group}-probe"}))
+        try:
+            ends = [probe.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+        finally:
+            probe.close()
+        done = [max(tp.offset, 0) for tp in committed.topic_partitions]
+        return sum(end - offset for end, offset in zip(ends, done, strict=True))
+
+
+@pytest.fixture
+def kafka_consumer_factory() -> Iterator[Callable[..., Consumer]]:
+    """Build consumers with `earliest_consumer`; all are closed at the end of the test."""
+    consumers: list[Consumer] = []
+
+    def make(*topics: str, group: str | None = None) -> Consumer:
+        consumers.append(earliest_consumer(*topics, group=group))
+        return consumers[-1]
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
+
+
+@pytest.fixture
+def pipeline(settings) -> Iterator[Pipeline]:
+    run_id = f"{os.environ['COUNTSTREAM_TEST_RUN']}{uuid.uuid4().hex[:6]}"
+    settings.KAFKA_TOPIC_PREFIX = f"test.{run_id}."
+    settings.KAFKA_CONSUMER_GROUP = f"test.{run_id}.dashboard"
+    settings.CACHE_KEY_PREFIX = f"test:{run_id}"
+    stream = Pipeline(run_id)
+    ensure_topics(managed_topics())
+    yield stream
+    admin = admin_client()  # must outlive its futures
+    for future in admin.delete_topics(stream.topics, operation_timeout=30).values():
+        future.result()
+    client = redis_client()
+    if keys := list(client.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:*", count=1000)):
+        client.unlink(*keys)

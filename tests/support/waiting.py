@@ -1,0 +1,35 @@
+"""Waiting for a condition, and reporting the figures a fault scenario measured."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tests.support.paths import FAULTS_HOME
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+    """Poll until `predicate` returns something truthy and return it; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := predicate():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def report(scenario: str, **figures: Any) -> None:
+    """Print a scenario's figures as one JSON line (pytest shows it with -s or on failure)
+    and append it to .local/reliability-figures.jsonl, where docs/reliability.md's come from."""
+    line = json.dumps(
+        {"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures}
+    )
+    print(line, flush=True)
+    FAULTS_HOME.parent.mkdir(exist_ok=True)
+    with open(FAULTS_HOME.parent / "reliability-figures.jsonl", "a") as figures_file:
+        figures_file.write(line + "\n")

@@ -1,0 +1,141 @@
+"""The whole pipeline under crashes: relay and consumer SIGKILLed while writes and reads go on.
+
+Real processes against the shared PostgreSQL, Redis and Kafka (each test with topics, a
+consumer group and cache keys of its own). Each scenario prints its figures as a JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from counts import events, services
+from counts.models import Count
+from infra.topics import topic_name
+from outbox.models import OutboxMessage
+from outbox.services import serialize
+from tests.support.load import SteadyLoad
+from tests.support.pipeline import database_truth, read_model_state
+from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS
+from tests.support.relay import (
+    delivery_audit,
+    outbox_in_commit_order,
+    pending_count,
+    wait_until_serving,
+)
+from tests.support.waiting import report, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def make_counts(n: int) -> list[Count]:
+    return [services.count_create(name=f"load-{i}", value=i) for i in range(n)]
+
+
+def increment_one_of(counts: list[Count]):
+    return lambda n: services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
+
+
+def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothing(app_stack):
+    counts = make_counts(20)
+    seed = random.randrange(2**32)
+    chance = random.Random(seed)
+    relay = app_stack("relay", *RELAY_ARGS)
+
+    with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
+        for _ in range(10):
+            wait_until_serving(relay)
+            time.sleep(chance.uniform(0.05, 0.8))  # somewhere mid-batch, mid-delivery
+            relay.restart()
+    stopped = time.monotonic()
+    wait_for(lambda: pending_count() == 0, 60, "the restarted relay to drain the outbox")
+    drain_seconds = time.monotonic() - stopped
+    assert relay.terminate() == 0
+
+    rows = outbox_in_commit_order()
+    figures = delivery_audit(rows)
+    report(
+        "relay-sigkill-x10",
+        seed=seed,
+        kills=10,
+        writes=writes.done,
+        failed_writes=len(writes.errors),
+        **figures,
+        drain_after_load_s=round(drain_seconds, 2),
+    )
+    assert writes.errors == []
+    assert figures["delivered"] == len(rows)
+
+
+def poison_messages() -> list[tuple]:
+    """Not JSON, the wrong shape, and a well-formed event about a count that never existed."""
+    stranger = Count(id=uuid.uuid4(), name="stranger", value=5, version=2)
+    event = events.value_updated(stranger, old_value=0)
+    valid = serialize({"event_id": str(event.event_id), **event.value})
+    topic = topic_name(events.COUNT_VALUE_UPDATED)
+    return [
+        (topic, b"poison", b"\x00 not json", []),
+        (topic, b"poison", json.dumps({"count_id": 7}).encode(), []),
+        (topic, event.key.encode(), valid, list(event.headers.items())),
+    ]
+
+
+def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_model(
+    app_stack,
+    pipeline,
+):
+    counts = make_counts(20)
+    api = Client()
+    app_stack("relay", *RELAY_ARGS)
+    consumer = app_stack("consume", *CONSUMER_ARGS)
+    wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
+
+    def read_through_the_cache(n: int) -> None:
+        # Readers refill the caches all along: the race that leaves a stale entry behind.
+        assert api.get(f"/api/counts/{counts[n % len(counts)].id}/").status_code == 200
+
+    started = time.monotonic()
+    with (
+        SteadyLoad(increment_one_of(counts), per_second=100) as writes,
+        SteadyLoad(read_through_the_cache, per_second=100) as reads,
+    ):
+        for _ in range(2):
+            wait_for(lambda: "assigned" in consumer.log().rsplit("--- start", 1)[-1], 30, "join")
+            time.sleep(random.uniform(0.2, 1.0))
+            consumer.restart()
+        pipeline.produce_raw(poison_messages())
+        time.sleep(1)
+
+    wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
+    load_ended = time.monotonic()
+    wait_for(lambda: read_model_state() == database_truth(), 90, "the read model to catch up")
+    converged = time.monotonic() - load_ended
+    wait_for(lambda: pipeline.lag() == 0, 30, "the consumer to commit everything")
+
+    truth = {str(count.id): count.value for count in Count.objects.all()}
+    served = {key: api.get(f"/api/counts/{key}/").json()["value"] for key in truth}
+    listed = {c["id"]: c["value"] for c in api.get("/api/counts/?limit=100").json()["results"]}
+    dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=3)
+    reasons = sorted(dict(message.headers())["dlq_reason"].decode() for message in dead)
+    report(
+        "consumer-sigkill-x2",
+        kills=2,
+        writes=writes.done,
+        reads=reads.done,
+        events=OutboxMessage.objects.count(),
+        dead_lettered=len(dead),
+        stale_cache_entries=sum(served[key] != value for key, value in truth.items()),
+        read_model_converged_after_load_s=round(converged, 2),
+        load_s=round(load_ended - started, 1),
+    )
+    assert (writes.errors, reads.errors) == ([], [])
+    assert served == truth
+    assert listed == truth
+    assert reasons == ["not-json", "schema", "unknown-count"]
+    assert consumer.terminate() == 0

@@ -6,7 +6,8 @@ hub runs two tasks on one shared Redis connection pool:
 - a reader blocks on `XREAD` of the dashboard stream and formats each entry once as an SSE
   frame (`refresh`, or `reset` after a rebuild) whose id is the entry id;
 - every OPERATIONS_EVERY_SECONDS it reads the figures the consumer publishes (relay
-  backlog, consumer lag, events/s) and formats one `operations` frame.
+  backlog, consumer lag, events/s) and the read model's totals, top counts and newest
+  rates, and formats one `operations` frame.
 
 Each frame goes, as the same bytes object, to the queue of every viewer (open stream). A
 viewer holds no Redis or database connection; it waits on its queue. A viewer resuming with
@@ -278,11 +279,11 @@ class Hub:
 
     async def _report(self) -> None:
         """Every OPERATIONS_EVERY_SECONDS: the consumer's published figures to every viewer."""
-        key = read_model.consumer_stats_key()
         while True:
             try:
-                stats = read_model.decode_consumer_stats(await self._redis.hgetall(key))
-                data = json.dumps(operations(stats))
+                # A few reads of the read model through the (blocking) shared Redis client,
+                # so in a thread; no database read.
+                data = json.dumps(await asyncio.to_thread(_current_operations))
             except (RedisError, ValueError) as exc:
                 logger.warning("live stream: cannot read the operations figures: %s", exc)
             else:
@@ -311,6 +312,10 @@ class Hub:
                 yield frame
             if len(entries) < RESUME_PAGE:
                 return
+
+
+def _current_operations() -> dict:
+    return operations(read_model.consumer_stats())
 
 
 def _succeeded(task: asyncio.Task) -> bool:

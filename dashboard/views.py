@@ -1,24 +1,19 @@
-"""The dashboard page and its live stream (Server-Sent Events, served under ASGI)."""
+"""The dashboard's live stream (Server-Sent Events, served under ASGI)."""
 
 from __future__ import annotations
 
 import re
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from dashboard.access import viewer_required
 from dashboard.live import current_hub
-from dashboard.selectors import dashboard_state
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 
-@require_GET
-def dashboard_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/index.html", {"state": dashboard_state()})
-
-
+@viewer_required(login_redirect=False)
 @require_GET
 async def dashboard_stream(request: HttpRequest) -> HttpResponse:
     """Refreshes as they happen. On reconnect the browser sends Last-Event-ID and gets

@@ -23,6 +23,8 @@ from scripts.services import free_ports, is_listening
 from tests.support.waiting import wait_for
 
 T = TypeVar("T")
+# These tests are about the stream, not who may see it (tests/dashboard/test_access.py).
+PUBLIC = {"DASHBOARD_PUBLIC": "true"}
 
 
 def announce(seq: int, pad: int = 0) -> str:
@@ -70,7 +72,7 @@ async def read_until(stream: SseStream, last_seq: int) -> tuple[list[int], bool]
 @pytest.mark.django_db(transaction=True)
 def test_a_paused_stream_gets_a_reset_rather_than_skipping_trimmed_entries(app_stack):
     """Issue 15, item 10: a viewer stalls, the stream is trimmed past it, the viewer reads on."""
-    _, url = app_stack("web")
+    _, url = app_stack("web", **PUBLIC)
 
     async def scenario() -> tuple[list[int], bool]:
         stream = await open_stream(url, receive_buffer=4096)
@@ -99,7 +101,7 @@ def _gaps(seen: list[int]) -> list[tuple[int, int]]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hundred_streams_hold_no_database_connection_and_all_get_a_write(app_stack, pipeline):
-    web, url = app_stack("web")
+    web, url = app_stack("web", **PUBLIC)
     count = services.count_create(name="seen by all", value=1)
     pipeline.publish_pending()
     pipeline.consume_once()
@@ -125,9 +127,10 @@ def test_a_hundred_streams_hold_no_database_connection_and_all_get_a_write(app_s
     assert opened[5432] == before[5432], "open streams took database connections"
     assert opened[6379] - before[6379] <= live.REDIS_CONNECTIONS
 
-    # The last stream gone, the hub stops and lets its Redis connections go.
+    # The last stream gone, the hub stops and lets its Redis connections go (the figures
+    # are read through the process's shared client, which keeps its one).
     def hub_connections_closed() -> bool:
-        return established_connections(web.process.pid, 6379) == before[6379]
+        return established_connections(web.process.pid, 6379) <= before[6379] + 1
 
     wait_for(hub_connections_closed, 10, "the hub's Redis connections to close")
     changes = [json.loads(event.data)["changes"] for event in refreshes]
@@ -138,7 +141,7 @@ def test_a_hundred_streams_hold_no_database_connection_and_all_get_a_write(app_s
 @pytest.mark.django_db(transaction=True)
 def test_a_viewer_that_stops_reading_is_cut_off_with_reset_and_memory_stays_bounded(app_stack):
     budget, entry, flood = 256 * 1024, 8 * 1024, 128 * 2**20
-    web, url = app_stack("web", DASHBOARD_STREAM_BUFFER_BYTES=str(budget))
+    web, url = app_stack("web", DASHBOARD_STREAM_BUFFER_BYTES=str(budget), **PUBLIC)
 
     def announce_flood(first: int) -> int:
         """Announce `flood` bytes in entries of `entry` bytes; Redis keeps about 1,000."""
@@ -177,7 +180,7 @@ def test_a_viewer_that_stops_reading_is_cut_off_with_reset_and_memory_stays_boun
 
 @pytest.mark.django_db(transaction=True)
 def test_viewers_resuming_with_last_event_id_while_writes_go_on_miss_nothing(app_stack):
-    _, url = app_stack("web")
+    _, url = app_stack("web", **PUBLIC)
     writes, viewers = 300, 20
     first_id = announce(0)
 
@@ -213,7 +216,7 @@ def test_viewers_resuming_with_last_event_id_while_writes_go_on_miss_nothing(app
 def test_open_streams_end_when_the_server_stops_gracefully(app_processes, test_database_url):
     (port,) = free_ports(1)
     argv = ("--port", str(port), "--timeout-graceful-shutdown", "2")
-    web = app_processes.spawn("web", *argv, database_url=test_database_url)
+    web = app_processes.spawn("web", *argv, database_url=test_database_url, **PUBLIC)
     wait_for(lambda: is_listening("127.0.0.1", port), 60, "the web server")
     url = f"http://127.0.0.1:{port}"
 
@@ -229,7 +232,7 @@ def test_open_streams_end_when_the_server_stops_gracefully(app_processes, test_d
 @pytest.mark.django_db(transaction=True)
 def test_the_operations_figures_come_from_the_consumer_with_the_relay_backlog(app_stack):
     services.count_create(name="not relayed")  # one pending outbox row
-    _, url = app_stack("web")
+    _, url = app_stack("web", **PUBLIC)
     app_stack("consume", "--metrics-port=0")
 
     async def scenario() -> dict:

@@ -6,8 +6,11 @@ a free one), `manage.py relay` and `manage.py consume`. This process holds STREA
 makes WRITES increments through the REST API, one every WRITE_EVERY_SECONDS. For each write:
 the time from its API response to the moment the last of the streams received the change.
 
-Also reported: the database's connection count before and after the streams open (an open
-stream must hold none), and the resident memory of the web's processes.
+The streams log in as a browser does (one staff user's session cookie); each one's access
+check borrows a pooled connection at open. Reported: the database's connection count (all,
+and the web's own, from /proc) before the streams open, after a warm-up of concurrent
+opens, and once they are open (an open stream must hold none); and the resident memory of
+the web's processes.
 Target (issue 14): p99 API response -> last client <= 200 ms, connection count unchanged.
 """
 
@@ -28,7 +31,16 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from common import ROOT, emit, established_connections, log, resident_bytes, setup_bench, summary
+from common import (
+    ROOT,
+    emit,
+    established_connections,
+    log,
+    median,
+    resident_bytes,
+    setup_bench,
+    summary,
+)
 from sse_client import SseStream
 
 STREAMS = 1_000
@@ -113,8 +125,8 @@ class WebFigures:
 class Viewers:
     """STREAMS open streams; when each saw each version of the count."""
 
-    def __init__(self, port: int, count_id: str) -> None:
-        self.port, self.count_id = port, count_id
+    def __init__(self, port: int, count_id: str, cookie: str) -> None:
+        self.port, self.count_id, self.headers = port, count_id, {"Cookie": cookie}
         self.seen: list[list[tuple[int, float]]] = []  # per stream: (version, arrival)
         self.live = 0
         self.failed: list[str] = []
@@ -130,7 +142,7 @@ class Viewers:
 
     async def _open(self) -> SseStream | None:
         try:
-            stream = await SseStream.open("127.0.0.1", self.port, "/stream/")
+            stream = await SseStream.open("127.0.0.1", self.port, "/stream/", self.headers)
             if stream.status == 200 and await stream.next_event("operations"):
                 self.live += 1
                 return stream
@@ -139,6 +151,16 @@ class Viewers:
         except (OSError, asyncio.IncompleteReadError) as exc:
             self.failed.append(type(exc).__name__)
         return None
+
+    async def warm_up(self) -> None:
+        """Open and close OPEN_AT_ONCE streams twice: every worker's database pool grows to
+        what concurrent login checks need, as on a server that has been serving a while."""
+        for _ in range(2):
+            streams = await asyncio.gather(*(self._open() for _ in range(OPEN_AT_ONCE)))
+            for stream in streams:
+                if stream is not None:
+                    stream.close()
+        self.live, self.failed = 0, []
 
     async def _follow(self, stream: SseStream) -> None:
         seen: list[tuple[int, float]] = []
@@ -169,10 +191,11 @@ def write_through_api(base_url: str, token: str, count_id: str, answered: list) 
             time.sleep(WRITE_EVERY_SECONDS)
 
 
-def latencies(viewers: Viewers, answered: list) -> tuple[list[float], int]:
-    """Per write: ms from its API response to the last stream that saw it (a change with
-    its version or a later one); and how many (write, stream) deliveries were missing."""
-    samples, missing = [], 0
+def latencies(viewers: Viewers, answered: list) -> tuple[list[float], list[float], int]:
+    """Per write: ms from its API response to the last and to the first stream that saw it
+    (a change with its version or a later one); and how many (write, stream) deliveries
+    were missing."""
+    samples, first, missing = [], [], 0
     for version, at in answered:
         firsts = [
             next((t for seen, t in stream if seen >= version), None) for stream in viewers.seen
@@ -181,15 +204,18 @@ def latencies(viewers: Viewers, answered: list) -> tuple[list[float], int]:
         missing += len(firsts) - len(arrived)
         if arrived:
             samples.append((max(arrived) - at) * 1000)
-    return samples, missing
+            first.append((min(arrived) - at) * 1000)
+    return samples, first, missing
 
 
 async def hold_streams(
-    bench, port: int, count_id: str, token: str, web: subprocess.Popen
+    bench, port: int, count_id: str, token: str, cookie: str, web: subprocess.Popen
 ) -> tuple[Viewers, list, list[WebFigures]]:
     """Open the streams, write through the API; the web's figures before the streams
     opened, once they are open, and after the writes."""
-    viewers = Viewers(port, count_id)
+    viewers = Viewers(port, count_id, cookie)
+    await viewers.warm_up()
+    await asyncio.sleep(1)  # the warm-up's streams gone
     figures = [WebFigures.now(web.pid, bench.database_url)]
     opened_at = time.monotonic()
     tasks = await viewers.open_all()
@@ -210,16 +236,22 @@ async def hold_streams(
 def main() -> None:
     raise_open_file_limit(STREAMS * 2 + 1024)
     bench = setup_bench()
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
+    from django.test import Client
     from rest_framework.authtoken.models import Token
 
     from counts import services
     from dashboard import read_model
     from scripts.services import free_ports, is_listening
 
-    user = get_user_model().objects.create_user(f"stream-bench-{bench.run_id}")
+    # Staff may view the dashboard; the streams share one session, as a browser's tabs do.
+    user = get_user_model().objects.create_user(f"stream-bench-{bench.run_id}", is_staff=True)
     token = Token.objects.create(user=user).key
+    browser = Client()
+    browser.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
     count = services.count_create(name=f"stream-bench-{bench.run_id}")
     connection.close()
     (port,) = free_ports(1)
@@ -236,7 +268,7 @@ def main() -> None:
             time.sleep(0.2)
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         viewers, answered, (idle, streaming, written) = asyncio.run(
-            hold_streams(bench, port, str(count.id), token, web)
+            hold_streams(bench, port, str(count.id), token, cookie, web)
         )
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -247,11 +279,13 @@ def main() -> None:
             process.wait(30)
         user.delete()
 
-    samples, missing = latencies(viewers, answered)
+    samples, first, missing = latencies(viewers, answered)
     figures = summary(samples, (50, 99)) if samples else dict.fromkeys(("p50", "p99", "max"))
+    figures["first_stream_p50"] = round(median(first), 3) if first else None
     log(
         f"{viewers.live}/{STREAMS} streams, {len(answered)}/{WRITES} writes answered, "
-        f"{missing} deliveries missing; API response -> last stream {figures} ms; "
+        f"{missing} deliveries missing; API response -> last stream {figures} ms "
+        "(first_stream_p50: to the first one); "
         f"database connections {idle.database_connections} -> "
         f"{streaming.database_connections} (the web's own {idle.web_database_connections} -> "
         f"{streaming.web_database_connections}); web RSS {idle.rss_mib} -> {streaming.rss_mib} "

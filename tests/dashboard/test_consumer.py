@@ -139,16 +139,18 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_goes_on(pipeline):
     assert pipeline.lag() == 0
 
 
+@pytest.mark.django_db(transaction=True)  # the real relay reads the outbox on its own
 def test_a_reader_holding_the_old_row_cannot_refill_the_cache_after_invalidation(pipeline):
-    """The stale-fill race, forced: the reader reads the old row, then the write commits and
-    the consumer invalidates, and only then does the reader try to fill the cache."""
+    """The stale-fill race, forced: the reader reads the old row, then the write commits, the
+    relay publishes it and the consumer invalidates, and only then does the reader try to
+    fill the cache."""
     count = services.count_create(name="raced", value=1)
     key, generation_key = cache.count_key(count.id), cache.count_generation_key(count.id)
 
     def slow_loader() -> int:
         old_value = Count.objects.get(pk=count.id).value
         services.count_increment(count_id=count.id, delta=1)
-        pipeline.publish_pending()
+        pipeline.relay_pending()
         pipeline.consume_once()  # the invalidation lands while this reader is "in flight"
         return old_value
 

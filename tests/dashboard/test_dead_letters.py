@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from django.conf import settings
 from prometheus_client import REGISTRY
 
 from counts.events import COUNT_VALUE_UPDATED
 from dashboard.consuming.loop import DashboardConsumer
-from infra.kafka import admin_client
 from infra.topics import topic_name
+from tests.support.pipeline import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, set_max_message_bytes
 from tests.support.waiting import wait_for
-
-KAFKA_DEFAULT_MAX_MESSAGE_BYTES = "1048588"
-
-
-def set_max_message_bytes(topic: str, value: str) -> None:
-    """Set the topic's `max.message.bytes` and wait until the broker applies it."""
-    admin = admin_client()
-    entry = ConfigEntry("max.message.bytes", value, incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-    admin.incremental_alter_configs([resource])[resource].result()
-
-    def applied() -> bool:
-        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
-        configs = next(iter(described.values())).result()
-        return configs["max.message.bytes"].value == value
-
-    wait_for(applied, 20, f"max.message.bytes={value} on {topic}")
 
 
 def dead_letter_failures() -> float:

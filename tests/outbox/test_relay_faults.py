@@ -12,12 +12,9 @@ import time
 import uuid
 
 import pytest
-from django.conf import settings
 from django.db import close_old_connections, connection
-from django.test import override_settings
 
-from counts import events, services
-from infra.topics import ensure_topics
+from counts import services
 from tests.support.processes import RELAY_TIMING, AppProcess
 from tests.support.relay import (
     assert_commit_order,
@@ -120,17 +117,6 @@ def test_sigkill_in_the_middle_of_a_large_backlog_loses_nothing(start_relay):
     figures = assert_commit_order(received, rows)
     print(f"after SIGKILL and restart: {figures}")
     assert figures["delivered"] == total
-
-
-@pytest.fixture
-def private_broker(private_kafka):
-    """A broker of our own (tests/support/servers.py), so stopping it disturbs no one else."""
-    bootstrap = f"127.0.0.1:{private_kafka.port}"
-    client = {**settings.KAFKA_CLIENT_CONFIG, "bootstrap.servers": bootstrap}
-    prefix = f"{settings.KAFKA_TOPIC_PREFIX}private."
-    with override_settings(KAFKA_CLIENT_CONFIG=client, KAFKA_TOPIC_PREFIX=prefix):
-        ensure_topics(list(events.TOPICS))
-        yield private_kafka
 
 
 def test_broker_stopped_while_writes_go_on_then_restarted_everything_arrives(

@@ -97,6 +97,24 @@ def private_kafka(tmp_path: Path) -> Iterator[KafkaNode]:
 
 
 @pytest.fixture
+def private_broker(private_kafka) -> Iterator[KafkaNode]:
+    """`private_kafka` as the test's Kafka (settings and the count topics), for a relay
+    the test points at it with KAFKA_BOOTSTRAP_SERVERS: stopping it disturbs no one else."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from counts.events import TOPICS
+    from infra.topics import ensure_topics
+
+    bootstrap = f"127.0.0.1:{private_kafka.port}"
+    client = {**settings.KAFKA_CLIENT_CONFIG, "bootstrap.servers": bootstrap}
+    prefix = f"{settings.KAFKA_TOPIC_PREFIX}private."
+    with override_settings(KAFKA_CLIENT_CONFIG=client, KAFKA_TOPIC_PREFIX=prefix):
+        ensure_topics(list(TOPICS))
+        yield private_kafka
+
+
+@pytest.fixture
 def kafka_cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster.build(tmp_path / "cluster").start()
     yield cluster

@@ -3,7 +3,8 @@
 Each test gets its own topics, consumer group and Redis keys (a fresh run id, which
 subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
 its topics and keys are deleted afterwards.
-`publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
+`relay_pending()` publishes the outbox with the real relay; `publish_pending()` is a
+stand-in that moves rows to Kafka byte for byte, for read-side tests inside a transaction.
 The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
 """
 
@@ -23,6 +24,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from django.conf import settings
 from django.utils import timezone
 from redis import Redis
@@ -35,6 +37,8 @@ from infra.kafka import admin_client, client_config
 from infra.redis import redis_client
 from infra.topics import ensure_topics, managed_topics, topic_name
 from outbox.models import OutboxMessage
+from outbox.relay import Relay, RelayOptions
+from tests.support.waiting import wait_for
 
 
 def database_truth() -> dict[str, tuple[str, int]]:
@@ -76,7 +80,9 @@ class Pipeline:
         return {"COUNTSTREAM_TEST_RUN": self.run_id}
 
     def publish_pending(self) -> int:
-        """Publish the pending outbox rows in id order, exactly as stored, and mark them."""
+        """Publish the pending outbox rows in id order, exactly as stored, and mark them: a
+        stand-in for the relay, which sees committed rows only, in tests that run inside a
+        transaction. A test that claims the pipeline uses `relay_pending()`."""
         rows = list(OutboxMessage.objects.filter(state=OutboxMessage.State.PENDING))
         self.produce_raw(
             (row.topic, row.key.encode(), bytes(row.value), list(row.headers.items()))
@@ -86,6 +92,10 @@ class Pipeline:
             state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
         )
         return len(rows)
+
+    def relay_pending(self) -> None:
+        """Publish the pending outbox rows with the real relay, as `relay --once` does."""
+        assert Relay(RelayOptions(once=True)).run() == 0
 
     def produce_raw(self, messages) -> None:
         producer = Producer(client_config(**{"partitioner": "murmur2_random"}))
@@ -125,6 +135,24 @@ class Pipeline:
             probe.close()
         done = [max(tp.offset, 0) for tp in committed.topic_partitions]
         return sum(end - offset for end, offset in zip(ends, done, strict=True))
+
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = "1048588"
+
+
+def set_max_message_bytes(topic: str, value: str) -> None:
+    """Set the topic's `max.message.bytes` and wait until the broker applies it."""
+    admin = admin_client()
+    entry = ConfigEntry("max.message.bytes", value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result()
+
+    def applied() -> bool:
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        configs = next(iter(described.values())).result()
+        return configs["max.message.bytes"].value == value
+
+    wait_for(applied, 20, f"max.message.bytes={value} on {topic}")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from django.db import transaction
 
 from counts import events
@@ -154,3 +154,38 @@ def assert_commit_order(received: list[Received], rows: list[OutboxMessage]) -> 
         "delivered": len(firsts & wanted),
         "duplicates": sum(1 for m in received if m.event_id in wanted) - len(firsts & wanted),
     }
+
+
+def event_ids_on_the_wire(timeout: float = 30) -> list[str]:
+    """The event id of every message on the count topics, read to their current end
+    (duplicates included): what reached Kafka, to compare with the outbox's states."""
+    consumer = Consumer(
+        client_config(
+            **{
+                "group.id": f"relay-test-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    metadata = consumer.list_topics(timeout=10)
+    partitions = {
+        (topic, partition)
+        for topic in [topic_name(name) for name in events.TOPICS]
+        for partition in metadata.topics[topic].partitions
+    }
+    consumer.assign([TopicPartition(topic, partition, 0) for topic, partition in partitions])
+    ids: list[str] = []
+    at_end: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while at_end != partitions:
+            assert time.monotonic() < deadline, "timed out reading the topics to their end"
+            for message in consumer.consume(5000, 0.2):
+                if message.error() is None:
+                    ids.append(dict(message.headers())["event_id"].decode())
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add((message.topic(), message.partition()))
+    finally:
+        consumer.close()
+    return ids

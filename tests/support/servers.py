@@ -6,9 +6,13 @@ is on free loopback ports, in its own folder, and is torn down when its test end
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from scripts.services import (
     is_listening,
     kafka_cluster_id,
     newest_postgres,
+    read_pid,
 )
 from tests.support.waiting import wait_for
 
@@ -143,6 +148,19 @@ def crash_broker(node: KafkaNode) -> None:
     """
     node.stop(hard=True)
     wait_for(lambda: not is_listening("127.0.0.1", node.port), 30, f"broker {node.port} to die")
+
+
+@contextmanager
+def frozen(node: KafkaNode) -> Iterator[None]:
+    """SIGSTOP a broker for the block: its connections stay open and take requests, but
+    nothing is answered until it is thawed (SIGCONT) and works through them."""
+    pid = read_pid(node.pid_file)
+    assert pid is not None, f"broker {node.port} is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @dataclass

@@ -50,6 +50,13 @@ class Command(BaseCommand):
             help="seconds between progress log lines and backlog metrics (default %(default)g)",
         )
         parser.add_argument(
+            "--shutdown-grace",
+            type=positive_float,
+            default=RelayOptions.shutdown_grace,
+            help="seconds a stop waits for Kafka to confirm the batch in flight; rows still "
+            "unconfirmed then stay pending (default %(default)g)",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=metrics_port,
             default=settings.RELAY_METRICS_PORT,
@@ -72,6 +79,7 @@ class Command(BaseCommand):
                 poll_interval=options["poll_interval"],
                 rebalance_interval=options["rebalance_interval"],
                 report_interval=options["report_interval"],
+                shutdown_grace=options["shutdown_grace"],
             )
         )
         signal.signal(signal.SIGTERM, relay.stop)

@@ -14,10 +14,12 @@ and import Django code only after `setup_bench()`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -149,6 +151,28 @@ def summary(samples: Iterable[float], pcts: Iterable[float] = (50, 99)) -> dict[
     figures = {f"p{pct:g}": round(percentile(values, pct), 3) for pct in pcts}
     figures["max"] = round(max(values), 3)
     return figures
+
+
+def established_connections(pid: int, remote_port: int) -> int:
+    """TCP connections of process `pid` to `remote_port`, from /proc (exact, whatever else
+    shares the server)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(fd)).startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = 0
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            port = int(fields[2].rsplit(":", 1)[1], 16)
+            found += port == remote_port and fields[3] == "01" and fields[9] in inodes
+    return found
+
+
+def resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
 
 
 def median(values: Iterable[float]) -> float:

@@ -180,6 +180,9 @@ OUTBOX_PRUNE_INTERVAL_SECONDS = env.float("OUTBOX_PRUNE_INTERVAL_SECONDS", defau
 DASHBOARD_RECONCILE_INTERVAL_SECONDS = env.float(
     "DASHBOARD_RECONCILE_INTERVAL_SECONDS", default=300
 )
+# What an open live stream may have queued (bytes) before it is cut off with `reset`:
+# a viewer that stops reading must not grow the web's memory (docs/caching.md).
+DASHBOARD_STREAM_BUFFER_BYTES = env.int("DASHBOARD_STREAM_BUFFER_BYTES", default=4 * 2**20)
 IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS = env.float(
     "IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS", default=3600
 )

@@ -1,5 +1,5 @@
-"""The consumer's figures: Prometheus metrics per batch, and once a second the lag and
-rate that the dashboard shows (read_model.publish_consumer_stats)."""
+"""The consumer's figures: Prometheus metrics per batch, and once a second the lag, rate
+and relay backlog that the dashboard shows (read_model.publish_consumer_stats)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 
 from counts.events import now_ms
 from dashboard import read_model
 from dashboard.consuming import metrics
 from dashboard.events import CountEvent
+from dashboard.selectors import relay_backlog
 
 logger = logging.getLogger(__name__)
 
 REPORT_EVERY_SECONDS = 1.0
+BACKLOG_RETRY_SECONDS = 30.0
 
 
 class ConsumerReporting:
@@ -29,6 +32,7 @@ class ConsumerReporting:
         self._logical_topics = logical_topics
         self.processed = 0
         self._last_report = (time.monotonic(), 0)
+        self._backlog_retry_at = 0.0
 
     def account(self, events: list[CountEvent], records: list[Message], seconds: float) -> None:
         """One batch done: `events` applied from `records` in `seconds`."""
@@ -50,10 +54,25 @@ class ConsumerReporting:
         self._last_report = (now, self.processed)
         lag = _lag(consumer, [TopicPartition(t, p) for t, p in assigned])
         stats = {"lag": lag, "events_per_second": round(rate, 1), "at": now_ms()}
+        stats |= self._relay_backlog()
         try:
             read_model.publish_consumer_stats(stats)
         except RedisError as exc:
             logger.warning("cannot publish consumer figures: %s", exc)
+
+    def _relay_backlog(self) -> dict[str, float]:
+        """The outbox backlog, published here once for every web process's live streams
+        (which then read no database). After a failure it is left out for a while, so a
+        PostgreSQL outage does not slow the consumer down once a second."""
+        if time.monotonic() < self._backlog_retry_at:
+            return {}
+        try:
+            return relay_backlog()
+        except DatabaseError as exc:
+            logger.warning("cannot read the relay backlog for the dashboard: %s", exc)
+            close_old_connections()
+            self._backlog_retry_at = time.monotonic() + BACKLOG_RETRY_SECONDS
+            return {}
 
     @staticmethod
     def forget(partitions: list[TopicPartition]) -> None:

@@ -91,3 +91,19 @@ def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
     services.count_increment(count_id=count.id)
 
     assert wake_ups(relay_connection, within=2.0) == 1
+
+
+def test_a_commit_made_during_the_writers_notify_wakes_a_relay_that_announced_meanwhile(
+    relay_connection, monkeypatch
+):
+    # Both reach the thread while its NOTIFY runs: the announcement comes with the reply
+    # (psycopg keeps it aside) and the commit only sets a flag (no relay was idle yet).
+    monkeypatch.setattr(wakeup, "_NOTIFY", "SELECT pg_notify(%s, ''), pg_sleep(1)")
+    count = services.count_create(name="crossing-commit")
+    wait_for(lambda: writer_thread_busy(relay_connection), 10, "the writer's NOTIFY", every=0.01)
+    relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces ...
+    services.count_increment(count_id=count.id)  # ... and then misses this commit
+    assert writer_thread_busy(relay_connection)  # the commit came while the NOTIFY ran
+    assert wake_ups(relay_connection, within=3.0) == 1  # the first commit's NOTIFY
+
+    assert wake_ups(relay_connection, within=3.0) == 1  # and one for the crossing commit

@@ -86,6 +86,7 @@ def test_detail_of_an_unknown_or_malformed_id_is_a_json_404(anonymous, count_id)
     assert response.json() == {"detail": "Not found."}
 
 
+@pytest.mark.stack
 def test_detail_is_served_from_the_cache_until_invalidated(anonymous, count):
     assert anonymous.get(detail(count.id)).json()["value"] == 10
     count_increment(count_id=count.id, delta=5)  # no consumer runs here to invalidate
@@ -157,6 +158,7 @@ def test_list_rejects_bad_parameters(anonymous, several, params, field):
     assert field in response.json()
 
 
+@pytest.mark.stack
 def test_list_pages_are_cached_until_invalidated(anonymous, count):
     assert names(anonymous.get(LIST, {"ordering": "name"})) == ["visits"]
     count_update_info(count_id=count.id, name="renamed")
@@ -433,6 +435,7 @@ def test_drf_create_token_gives_a_working_token(user, count, capsys):
     assert api.post(f"{detail(count.id)}increment/", format="json").status_code == 200
 
 
+@pytest.mark.stack
 def test_writes_are_throttled_per_user_and_reads_are_not(settings, client, count):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

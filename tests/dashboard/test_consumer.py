@@ -22,7 +22,7 @@ from infra.topics import topic_name
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.stack]
 
 
 def test_events_refresh_read_model_and_invalidate_caches(pipeline):

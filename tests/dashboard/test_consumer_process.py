@@ -18,7 +18,7 @@ from scripts.services import free_ports
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 
 
 def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigterm(

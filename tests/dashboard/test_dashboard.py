@@ -18,6 +18,8 @@ from dashboard import read_model
 from dashboard.events import CountEvent
 from tests.support.processes import api_client
 
+pytestmark = pytest.mark.stack
+
 
 def server_sent_events(response: httpx.Response) -> Iterator[dict[str, str]]:
     event: dict[str, str] = {}

@@ -38,7 +38,11 @@ from tests.support.relay import (
 )
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 
 def run_once(**options) -> int:

@@ -33,6 +33,7 @@ from tests.support.waiting import wait_for
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
+    pytest.mark.stack,
     pytest.mark.usefixtures("count_topics"),
 ]
 

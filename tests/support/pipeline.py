@@ -4,7 +4,8 @@ Each test gets its own topics, consumer group and Redis keys (a fresh run id, wh
 subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each other's events;
 its topics and keys are deleted afterwards.
 `publish_pending()` moves outbox rows to Kafka byte for byte, as the relay does.
-The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
+The `kafka_producer` and `kafka_consumer_factory` fixtures give plain clients (consumers read
+topics from the start).
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ class Pipeline:
             probe.close()
         done = [max(tp.offset, 0) for tp in committed.topic_partitions]
         return sum(end - offset for end, offset in zip(ends, done, strict=True))
+
+
+@pytest.fixture
+def kafka_producer() -> Iterator[Producer]:
+    producer = Producer(client_config())
+    yield producer
+    producer.flush(10)
 
 
 @pytest.fixture

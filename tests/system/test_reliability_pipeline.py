@@ -31,7 +31,7 @@ from tests.support.relay import (
 )
 from tests.support.waiting import report, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 def make_counts(n: int) -> list[Count]:

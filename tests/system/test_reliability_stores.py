@@ -25,7 +25,7 @@ from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS, api_client, run_m
 from tests.support.relay import delivery_audit
 from tests.support.waiting import report, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 def timed_get(api: httpx.Client, url: str, latencies: list[float]) -> httpx.Response:

@@ -15,6 +15,8 @@ from django_redis import get_redis_connection
 from infra.kafka import admin_client
 from tests.support.paths import ROOT
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.mark.django_db
 def test_database_is_postgresql():

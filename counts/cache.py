@@ -92,19 +92,10 @@ def read_through(key: str, generation_key: str, loader: Callable[[], Any]) -> An
     return value
 
 
-def invalidate_counts(count_ids: Iterable[str]) -> None:
-    """Bump the generations of these counts and of all list pages; drop their entries.
-
-    One round trip for any number of counts; raises RedisError. The consumer does not call
-    this: it queues the same invalidation into its read-model transaction (read_model.py).
-    """
-    pipe = redis_client().pipeline(transaction=False)
-    queue_invalidation(pipe, count_ids)
-    pipe.execute()
-
-
 def queue_invalidation(pipe: Pipeline, count_ids: Iterable[str]) -> None:
-    """Add the invalidation of these counts to `pipe` (one command), to share a round trip."""
+    """Add to `pipe` (one command, to share a round trip) the invalidation of these counts:
+    bump their generations and that of all list pages, and drop their entries. The consumer
+    queues it into its read-model transaction (dashboard/read_model.py)."""
     keys = [list_generation_key()]
     for count_id in count_ids:
         keys += [count_generation_key(count_id), count_key(count_id)]

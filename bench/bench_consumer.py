@@ -27,26 +27,20 @@ _PROCESSED = re.compile(r"^countstream_consumer_events_total\{[^}]*\} (\S+)$", r
 def prefill(run_id: str) -> list:
     from confluent_kafka import Producer
 
-    from counts.events import COUNT_VALUE_UPDATED, now_ms
+    from counts.events import value_updated
     from counts.models import Count
     from infra.kafka import client_config
-    from infra.topics import topic_name
-    from outbox.services import serialize
+    from outbox.services import outbox_message
 
     counts = Count.objects.bulk_create(Count(name=f"bench-{run_id}-{n}") for n in range(KEYS))
     producer = Producer(client_config(**{"linger.ms": 20, "partitioner": "murmur2_random"}))
-    topic = topic_name(COUNT_VALUE_UPDATED)
     for n in range(EVENTS):
-        count_id, step = str(counts[n % KEYS].id), n // KEYS + 1
-        value = {
-            "event_id": str(uuid.uuid4()),
-            "count_id": count_id,
-            "old_value": step - 1,
-            "new_value": step,
-            "version": step + 1,
-            "timestamp": now_ms(),
-        }
-        producer.produce(topic, key=count_id, value=serialize(value))
+        count, step = counts[n % KEYS], n // KEYS + 1
+        count.value, count.version = step, step + 1
+        # The bytes and headers the outbox would hold for this write, as the relay sends them.
+        row = outbox_message(value_updated(count, old_value=step - 1))
+        headers = list(row.headers.items())
+        producer.produce(row.topic, key=row.key, value=bytes(row.value), headers=headers)
         if n % 10_000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import cProfile
 import io
+import json
 import os
 import pstats
 import subprocess
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from contextlib import contextmanager
 
 import psycopg
@@ -59,43 +61,28 @@ def acked_within(metrics_port: int, bucket: str) -> float:
     return counts[bucket] / counts["+Inf"]
 
 
-def prefill(keys: list[str]) -> None:
-    """BACKLOG rows shaped like count-value-updated events, in one INSERT ... SELECT."""
+def prefill(count_ids: list[uuid.UUID]) -> None:
+    """BACKLOG count-value-updated events over the counts, built by counts.events and
+    outbox.services as a write builds them, and COPYed into the outbox in commit order."""
     from django.db import connection
+    from django.utils import timezone
 
-    from counts.events import COUNT_VALUE_UPDATED
-    from infra.topics import topic_name
+    from counts.events import value_updated
+    from counts.models import Count
     from outbox.models import OutboxMessage
-    from outbox.services import lane_for_key
+    from outbox.services import outbox_message
 
-    lanes = [lane_for_key(key) for key in keys]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {OutboxMessage._meta.db_table}
-                   (event_id, topic, key, value, headers, lane, state, created_at, attempts,
-                    last_error)
-            SELECT e.id, %(topic)s::text, e.key,
-                   convert_to(json_build_object(
-                       'event_id', e.id, 'count_id', e.key, 'old_value', e.v - 1,
-                       'new_value', e.v, 'version', e.v + 1,
-                       'timestamp', (extract(epoch FROM now()) * 1000)::bigint)::text, 'UTF8'),
-                   jsonb_build_object('event_id', e.id, 'event_type', %(logical)s::text,
-                       'count_version', (e.v + 1)::text, 'content_type', 'application/json'),
-                   e.lane, 'pending', now(), 0, ''
-              FROM (SELECT gen_random_uuid() AS id, k.key, k.lane, v
-                      FROM generate_series(1, %(per_key)s::int) AS v
-                     CROSS JOIN unnest(%(keys)s::text[], %(lanes)s::int[]) AS k(key, lane)
-                     ORDER BY v, k.key) AS e
-            """,
-            {
-                "topic": topic_name(COUNT_VALUE_UPDATED),
-                "logical": COUNT_VALUE_UPDATED,
-                "per_key": BACKLOG // len(keys),
-                "keys": keys,
-                "lanes": lanes,
-            },
-        )
+    counts = [Count(id=count_id) for count_id in count_ids]
+    columns = "event_id, topic, key, value, headers, lane, state, created_at, attempts, last_error"
+    copy_rows = f"COPY {OutboxMessage._meta.db_table} ({columns}) FROM STDIN"
+    now = timezone.now()
+    with connection.cursor() as cursor, cursor.copy(copy_rows) as copy:
+        for step in range(1, BACKLOG // len(counts) + 1):
+            for count in counts:
+                count.value, count.version = step, step + 1
+                row = outbox_message(value_updated(count, old_value=step - 1))
+                fields = (row.event_id, row.topic, row.key, row.value, json.dumps(row.headers))
+                copy.write_row((*fields, row.lane, "pending", now, 0, ""))
 
 
 def bare_producer_rate(payloads: list[tuple]) -> float:
@@ -103,7 +90,7 @@ def bare_producer_rate(payloads: list[tuple]) -> float:
     relay, it hears only of failed deliveries)."""
     from confluent_kafka import Producer
 
-    from outbox.relay import producer_config
+    from outbox.deliveries import producer_config
 
     failed = []
     producer = Producer(producer_config(on_delivery=lambda error, _message: failed.append(error)))
@@ -128,7 +115,7 @@ def fresh_backlog() -> list[tuple]:
     from outbox.models import OutboxMessage
 
     OutboxMessage.objects.all().delete()  # what the earlier phases or rounds left
-    prefill([f"bench-key-{n:05d}" for n in range(KEYS)])
+    prefill([uuid.uuid4() for _ in range(KEYS)])
     with connection.cursor() as cursor:  # a clean table with fresh statistics
         cursor.execute(f"VACUUM ANALYZE {OutboxMessage._meta.db_table}")
     rows = OutboxMessage.objects.filter(state="pending").order_by("id")

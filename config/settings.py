@@ -5,6 +5,7 @@ to get production checks (a strong SECRET_KEY, DEBUG off, no loopback defaults f
 and HTTPS hardening; docs/reliability.md describes them.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -78,6 +79,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.metrics.RequestMetricsMiddleware",
+    "infra.database.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -112,17 +114,36 @@ DATABASES = {
         "DATABASE_URL", default="postgres://countstream:countstream@127.0.0.1:5432/countstream"
     )
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# Every process borrows its connections from a psycopg pool of its own and gives them back
+# at the end of each request (Django's pool needs CONN_MAX_AGE 0 for that). So connections
+# are reused and a process never holds more than DATABASE_POOL_MAX_SIZE of them, whatever
+# its number of threads; a request that gets none within DATABASE_POOL_TIMEOUT seconds is
+# answered 503 with Retry-After (infra/database.py). Sizing: docs/operations.md.
+DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=2)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=3.0)
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Server-side binding lets psycopg prepare the statements a process repeats (every write
 # and read of the API; from their fifth run, psycopg's default), so PostgreSQL plans each
-# once per connection, not per execution. Django would not prepare any by itself.
+# once per connection, not per execution; a pooled connection keeps them from request to
+# request. Django would not prepare any by itself.
 _SERVER_SIDE_BINDING = env.bool("DATABASE_SERVER_SIDE_BINDING", default=True)
 DATABASES["default"]["OPTIONS"] = {
     "connect_timeout": 5,
     "server_side_binding": _SERVER_SIDE_BINDING,
     "prepare_threshold": 5 if _SERVER_SIDE_BINDING else None,
+    "pool": {
+        "min_size": min(DATABASE_POOL_MIN_SIZE, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    },
 }
+# The web's worker processes (uvicorn reads the same variable): each has a pool of its own,
+# so the web holds at most WEB_CONCURRENCY x (DATABASE_POOL_MAX_SIZE + 1 for waking the
+# relay) connections; a system check warns when that is over half of PostgreSQL's default
+# max_connections.
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 
@@ -160,11 +181,19 @@ OUTBOX_PRUNE_INTERVAL_SECONDS = env.float("OUTBOX_PRUNE_INTERVAL_SECONDS", defau
 DASHBOARD_RECONCILE_INTERVAL_SECONDS = env.float(
     "DASHBOARD_RECONCILE_INTERVAL_SECONDS", default=300
 )
+IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS = env.float(
+    "IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS", default=3600
+)
 CELERY_BEAT_SCHEDULE = {
     "prune-published-outbox": {
         "task": "outbox.tasks.prune_published_outbox",
         "schedule": OUTBOX_PRUNE_INTERVAL_SECONDS,
         "options": {"expires": OUTBOX_PRUNE_INTERVAL_SECONDS},
+    },
+    "prune-idempotency-keys": {
+        "task": "counts.tasks.prune_idempotency_keys",
+        "schedule": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS,
+        "options": {"expires": IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS},
     },
     "reconcile-dashboard": {
         "task": "dashboard.tasks.reconcile_dashboard",
@@ -207,7 +236,7 @@ KAFKA_PRODUCER_CONFIG = {
 # --- Django REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "counts.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -222,6 +251,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "counts.api.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"writes": env.str("API_WRITE_THROTTLE", default="100000/minute")},
 }
+# How long a process trusts a token it has looked up: a deleted token, or a deactivated
+# user's, keeps working for at most this long (0: every request looks its token up).
+API_TOKEN_CACHE_SECONDS = env.float("API_TOKEN_CACHE_SECONDS", default=10.0)
+# How long a write's Idempotency-Key is remembered: a retry within it is answered, not redone.
+IDEMPOTENCY_KEY_RETENTION_HOURS = env.float("IDEMPOTENCY_KEY_RETENTION_HOURS", default=24)
 SPECTACULAR_SETTINGS = {
     "TITLE": "countstream API",
     "DESCRIPTION": "Named counters; every change is published to Kafka through an outbox.",
@@ -257,8 +291,11 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 # A row Kafka refuses this many times for a reason of its own (e.g. too large) is parked.
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # The relay's Prometheus endpoint (0 disables it); loopback unless told otherwise.
+# RELAY_METRICS_ADDRESS is the host's former name, still read when RELAY_METRICS_HOST is unset.
 RELAY_METRICS_PORT = env.int("RELAY_METRICS_PORT", default=9101)
-RELAY_METRICS_ADDRESS = env.str("RELAY_METRICS_ADDRESS", default="127.0.0.1")
+RELAY_METRICS_HOST = env.str(
+    "RELAY_METRICS_HOST", default=env.str("RELAY_METRICS_ADDRESS", default="127.0.0.1")
+)
 
 # --- Kafka topics (CA-710A partitions, CA-710B retention; see docs/operations.md) -----------
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)

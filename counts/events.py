@@ -1,13 +1,12 @@
-"""The events a count change emits, in the wire format of docs/events.md."""
+"""The events a count change emits, as counts/contract.py defines them (docs/events.md)."""
 
 import time
 
+from counts import contract
+from counts.contract import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED
+from counts.contract import TOPICS as TOPICS
 from counts.models import Count
 from outbox.services import Event, Sql
-
-COUNT_VALUE_UPDATED = "count-value-updated"
-COUNT_INFO_UPDATED = "count-info-updated"
-TOPICS = (COUNT_VALUE_UPDATED, COUNT_INFO_UPDATED)
 
 
 def now_ms() -> int:
@@ -47,5 +46,7 @@ def value_incremented(count_id: object) -> Event:
 
 
 def info_updated(count: Count, action: str, version: int | None = None) -> Event:
+    if action not in contract.info_actions():
+        raise ValueError(f"{action!r} is not an action of {COUNT_INFO_UPDATED}")
     body = {"action": action, "name": count.name, "value": count.value}
     return _event(COUNT_INFO_UPDATED, count.id, version or count.version, body)

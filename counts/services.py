@@ -4,11 +4,16 @@ Concurrency: every service that changes a count takes the row's lock first (an
 `UPDATE ... RETURNING` or `SELECT ... FOR UPDATE`) and enqueues its events while holding
 it. Two writers of one count are therefore serialised by PostgreSQL, and the outbox ids
 of one count grow in commit order, so the old_value -> new_value chain never breaks.
+
+Optimistic concurrency: update, delete and set take `if_version`, the versions the caller
+last saw (the API's If-Match). It is compared under the row's lock, so no other write can
+come between the check and the change; a mismatch raises StaleVersion and writes nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
@@ -17,6 +22,18 @@ from counts import events
 from counts.models import INT64_MAX, INT64_MIN, Count, parse_count_id
 from counts.selectors import count_get
 from outbox.services import enqueue, enqueue_with
+
+
+class Conflict(ValidationError):
+    """Valid input that the current state refuses: a taken name, a sum past 64 bits."""
+
+
+class StaleVersion(Exception):
+    """The count's version is not one the caller expected: it changed since they read it."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"The count is at version {version}.")
+        self.version = version
 
 
 def _check_int64(field: str, value: int) -> None:
@@ -41,13 +58,17 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _locked(count_id: uuid.UUID | str) -> Count:
-    """The count, its row locked until the transaction ends (call inside atomic)."""
-    return Count.objects.select_for_update().get(pk=parse_count_id(count_id))
+def _locked(count_id: uuid.UUID | str, if_version: Collection[int] | None = None) -> Count:
+    """The count, its row locked until the transaction ends (call inside atomic); with
+    `if_version`, only if its version is one of those (else StaleVersion)."""
+    count = Count.objects.select_for_update().get(pk=parse_count_id(count_id))
+    if if_version is not None and count.version not in if_version:
+        raise StaleVersion(count.version)
+    return count
 
 
-def _name_taken() -> ValidationError:
-    return ValidationError({"name": "A count with this name already exists."})
+def _name_taken() -> Conflict:
+    return Conflict({"name": "A count with this name already exists."})
 
 
 def count_create(*, name: str, description: str = "", value: int = 0) -> Count:
@@ -67,7 +88,11 @@ def count_create(*, name: str, description: str = "", value: int = 0) -> Count:
 
 
 def count_update_info(
-    *, count_id: uuid.UUID | str, name: str | None = None, description: str | None = None
+    *,
+    count_id: uuid.UUID | str,
+    name: str | None = None,
+    description: str | None = None,
+    if_version: Collection[int] | None = None,
 ) -> Count:
     """Rename or re-describe a count. No change, no event and no new version."""
     changes = {}
@@ -78,7 +103,7 @@ def count_update_info(
         changes["description"] = description
     try:
         with transaction.atomic():
-            count = _locked(count_id)
+            count = _locked(count_id, if_version)
             changes = {f: v for f, v in changes.items() if getattr(count, f) != v}
             if not changes:
                 return count
@@ -92,9 +117,9 @@ def count_update_info(
     return count
 
 
-def count_delete(*, count_id: uuid.UUID | str) -> None:
+def count_delete(*, count_id: uuid.UUID | str, if_version: Collection[int] | None = None) -> None:
     with transaction.atomic():
-        count = _locked(count_id)
+        count = _locked(count_id, if_version)
         deleted_id, deleted_version = count.id, count.version + 1
         count.delete()
         count.id = deleted_id  # delete() clears the pk; the event still names the count
@@ -136,13 +161,15 @@ def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
                 raise Count.DoesNotExist(f"No count with id {count_id}.")
             return Count.from_db(connection.alias, _COLUMNS, row)
     except DataError as exc:  # bigint out of range: PostgreSQL refuses to wrap
-        raise ValidationError({"delta": "The result would overflow a 64-bit integer."}) from exc
+        raise Conflict({"delta": "The result would overflow a 64-bit integer."}) from exc
 
 
-def count_set(*, count_id: uuid.UUID | str, value: int) -> Count:
+def count_set(
+    *, count_id: uuid.UUID | str, value: int, if_version: Collection[int] | None = None
+) -> Count:
     _check_int64("value", value)
     with transaction.atomic():
-        count = _locked(count_id)
+        count = _locked(count_id, if_version)
         old_value = count.value
         if old_value == value:
             return count

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from counts.cache import queue_invalidation
 from dashboard.events import CountEvent
@@ -35,9 +36,16 @@ GONE_FOREVER = 10**12
 
 _APPLY = """
 local counts, tombstones, stream = KEYS[1], KEYS[2], KEYS[3]
-local changes = {}
+-- Every change is worked out before any is written: a script that fails on its input (a
+-- Lua error) has written nothing, so its events can be applied again one by one.
+local writes, changes = {}, {}
+local function write(...) writes[#writes + 1] = {...} end
 for _, u in ipairs(cjson.decode(ARGV[1])) do
-    local tomb = tonumber(redis.call('HGET', tombstones, u.id) or '0')
+    local tomb = tonumber(redis.call('HGET', tombstones, u.id)) or 0
+    if u.lift and tomb == tonumber(u.lift) then  -- a tombstone the database contradicts
+        write('HDEL', tombstones, u.id)
+        tomb = 0
+    end
     local raw = redis.call('HGET', counts, u.id)
     local ok, entry = pcall(cjson.decode, raw or '{}')
     if not ok or type(entry) ~= 'table' then entry = {} end  -- a damaged entry is rebuilt
@@ -45,9 +53,9 @@ for _, u in ipairs(cjson.decode(ARGV[1])) do
     local change = {id = u.id, ts = u.ts}
     if u.dv then
         if u.dv > tomb then
-            redis.call('HSET', tombstones, u.id, u.dv)
+            write('HSET', tombstones, u.id, u.dv)
             if raw then
-                redis.call('HDEL', counts, u.id)
+                write('HDEL', counts, u.id)
                 change.action, change.name, change.version = 'deleted', entry.name, u.dv
                 changes[#changes + 1] = change
             end
@@ -67,14 +75,16 @@ for _, u in ipairs(cjson.decode(ARGV[1])) do
         if change.action then
             change.name, change.value = entry.name, entry.value
             change.version = math.max(entry.vv, entry.nv)
-            redis.call('HSET', counts, u.id, cjson.encode(entry))
+            write('HSET', counts, u.id, cjson.encode(entry))
             changes[#changes + 1] = change
         end
     end
 end
-if #changes == 0 then return '[]' end
-local encoded = cjson.encode(changes)
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'changes', encoded)
+local encoded = #changes > 0 and cjson.encode(changes) or '[]'
+for _, command in ipairs(writes) do redis.call(unpack(command)) end
+if #changes > 0 then
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'changes', encoded)
+end
 return encoded
 """
 
@@ -100,7 +110,9 @@ class Update:
     """The newest known state of one count, merged from any number of its events.
 
     Field names are the script's: `vv`/`nv` are the versions of `value`/`name`, `dv` the
-    version that deleted the count, `ts` the newest event time (epoch ms).
+    version that deleted the count, `ts` the newest event time (epoch ms). `lift` is a
+    tombstone (as stored) to remove first if it is still there: reconcile's repair of a
+    deletion the database contradicts.
     """
 
     id: str
@@ -110,6 +122,7 @@ class Update:
     nv: int | None = None
     name: str | None = None
     dv: int | None = None
+    lift: str | None = None
 
     def merge(self, event: CountEvent) -> None:
         self.ts = max(self.ts, event.timestamp)
@@ -135,11 +148,17 @@ def coalesce(events: Iterable[CountEvent]) -> dict[str, Update]:
     return updates
 
 
+class ScriptRefused(ResponseError):
+    """The script failed on its input (a Lua error) and wrote nothing: retrying the same
+    input fails the same way. Other errors (Redis away, out of memory, read-only) pass."""
+
+
 def apply_updates(updates: Mapping[str, Update]) -> list[dict]:
     """Invalidate the counts' caches, apply the updates, announce the changes: one round trip.
 
-    Returns the changes that took effect. Raises RedisError (nothing is then known to be
-    applied, and the caller must retry before it commits its offsets).
+    Returns the changes that took effect. Raises ScriptRefused, or another RedisError
+    (nothing is then known to be applied, and the caller must retry before it commits its
+    offsets).
     """
     if not updates:
         return []
@@ -148,11 +167,41 @@ def apply_updates(updates: Mapping[str, Update]) -> list[dict]:
     arguments = json.dumps([update.as_argument() for update in updates.values()])
     keys = [counts_key(), tombstones_key(), stream_key()]
     pipe.eval(_APPLY, len(keys), *keys, arguments, STREAM_MAXLEN)
-    return json.loads(pipe.execute()[-1])
+    results = pipe.execute(raise_on_error=False)
+    if errors := [result for result in results if isinstance(result, Exception)]:
+        if errors[0] is results[-1] and str(errors[0]).startswith("user_script:"):
+            raise ScriptRefused(str(errors[0])) from errors[0]
+        raise errors[0]
+    return json.loads(results[-1])
 
 
 def apply_events(events: Iterable[CountEvent]) -> list[dict]:
     return apply_updates(coalesce(events))
+
+
+def apply_events_refusing_poison(events: Iterable[CountEvent]) -> dict[CountEvent, str]:
+    """Apply the events; return those the script refuses, each with its error. A refused
+    batch is applied again event by event, so only the guilty events are left out."""
+    events = list(events)
+    try:
+        apply_events(events)
+        return {}
+    except ScriptRefused:
+        pass
+    refused = {}
+    for event in events:
+        try:
+            apply_events([event])
+        except ScriptRefused as exc:
+            refused[event] = str(exc)
+    return refused
+
+
+def tombstones(count_ids: Iterable[str]) -> dict[str, str]:
+    """The tombstones, as stored, of those of the counts that have one."""
+    ids = list(count_ids)
+    found = redis_client().hmget(tombstones_key(), ids) if ids else []
+    return {i: t.decode() for i, t in zip(ids, found, strict=True) if t is not None}
 
 
 def seen_counts(count_ids: Iterable[str]) -> set[str]:

@@ -17,12 +17,34 @@ def _differs(entry: dict | None, count: Count) -> bool:
     return shown != (count.name, count.value, count.version)
 
 
+def _tombstones_contradicted(count_ids: set[str], stamp: int) -> dict[str, Update]:
+    """Restorations of counts that have a tombstone yet still exist once it was read: a
+    deletion commits before its event is published, so no committed deletion made such
+    a tombstone (a `deleted` event at a bogus version did). Each lifts only the tombstone
+    read here, so one a newer event wrote meanwhile stays."""
+    tombstones = read_model.tombstones(count_ids)
+    restored = {}
+    for count in Count.objects.filter(pk__in=list(tombstones)).only("name", "value", "version"):
+        count_id = str(count.id)
+        restored[count_id] = Update(
+            count_id,
+            stamp,
+            count.version,
+            str(count.value),
+            count.version,
+            count.name,
+            lift=tombstones[count_id],
+        )
+    return restored
+
+
 def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, list[str]]:
     """Make the read model equal the database; return the repaired ids by kind of repair.
 
     Counts changed within `grace` are left to the consumer, which is normally just behind.
     The read model is read *before* the database: a count it shows was committed before,
-    so one the database then lacks is really deleted, and is tombstoned for good.
+    so one the database then lacks is really deleted, and is tombstoned for good; and a
+    tombstone of a count the database still has is lifted (`_tombstones_contradicted`).
     Repairs go through the same version-checked script as events, so a repair can never
     undo a newer event that the consumer applies meanwhile.
     """
@@ -40,6 +62,7 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
             )
     for count_id in shown.keys() - existing:
         updates[count_id] = Update(count_id, stamp, dv=GONE_FOREVER)
+    updates |= _tombstones_contradicted(existing, stamp)
     changes = read_model.apply_updates(updates)
     repairs = {"added": [], "fixed": [], "removed": []}
     kind = {"created": "added", "deleted": "removed"}

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -95,4 +96,12 @@ def _id_tuple(stream_id: str) -> tuple[int, int]:
 
 async def _operations(client: aioredis.Redis) -> dict:
     raw = await client.hgetall(read_model.consumer_stats_key())
-    return await sync_to_async(operations)(read_model.decode_consumer_stats(raw))
+    return await sync_to_async(_operations_released)(read_model.decode_consumer_stats(raw))
+
+
+def _operations_released(stats: dict) -> dict:
+    """The figures, the pooled connection given back at once: an open stream keeps none."""
+    try:
+        return operations(stats)
+    finally:
+        connection.close()

@@ -6,3 +6,6 @@ class InfraConfig(AppConfig):
 
     name = "infra"
     verbose_name = "Infrastructure"
+
+    def ready(self) -> None:
+        from infra import database  # noqa: F401  (registers its system check)

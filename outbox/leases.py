@@ -12,10 +12,18 @@ fixes its share: `lanes // relays`, one more for the first `lanes % relays` rank
 above its share releases lanes (only between batches, when none of its rows is in
 flight); one below it takes free lanes. Every relay computes shares from its own view, so
 for a moment a lane may be nobody's; never is it two relays'.
+
+A lease lasts as long as its session, so a session that hangs must end quickly: PostgreSQL
+ends the lease session after LEASE_TIMEOUT_S without a query (`idle_session_timeout`),
+and the relay queries it at least every LEASE_HEARTBEAT_S while it lives. With the TCP
+keepalives of the relay's sessions (outbox/db.py), a relay whose machine or network is
+gone loses its lanes within seconds, and the other relays take them at their next
+rebalance.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +32,19 @@ import psycopg
 # The two-int advisory lock namespaces ("outl", "outm"), kept clear of single-bigint locks.
 LANE_LOCKS = 0x6F75_746C
 MEMBER_LOCKS = 0x6F75_746D
+
+LEASE_TIMEOUT_S = 5
+LEASE_HEARTBEAT_S = 1.0
+
+# Monotonic time this process's lease session last answered; None while it has none. Read
+# by the liveness probe (outbox/metrics.py).
+_lease_answered_at: float | None = None
+
+
+def lease_session_silence() -> float | None:
+    """Seconds since the lease session last answered; None if the relay has none."""
+    return None if _lease_answered_at is None else time.monotonic() - _lease_answered_at
+
 
 _HELD_LOCKS = """
     SELECT objid::int
@@ -42,11 +63,31 @@ class LaneLeases:
     greedy: bool = False
     owned: set[int] = field(default_factory=set)
     relays: int = 1
+    answered_at: float = 0.0  # monotonic time this lease session last answered
 
     def join(self, conn: psycopg.Connection) -> None:
         """Announce this relay; its membership lock lives and dies with the connection."""
+        conn.execute(f"SET idle_session_timeout = '{LEASE_TIMEOUT_S}s'")
         conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", [MEMBER_LOCKS])
         self.owned.clear()
+        self._answered()
+
+    def keep_alive(self, conn: psycopg.Connection) -> None:
+        """Query the lease session if it has been silent for LEASE_HEARTBEAT_S; raises if
+        it is gone."""
+        if time.monotonic() - self.answered_at >= LEASE_HEARTBEAT_S:
+            conn.execute("SELECT 1")
+            self._answered()
+
+    def lost(self) -> None:
+        """The lease session is gone, and every lease with it."""
+        global _lease_answered_at
+        _lease_answered_at = None
+        self.owned.clear()
+
+    def _answered(self) -> None:
+        global _lease_answered_at
+        self.answered_at = _lease_answered_at = time.monotonic()
 
     def share(self, conn: psycopg.Connection) -> int:
         """How many lanes this relay should hold, given the relays alive right now."""

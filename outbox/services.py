@@ -53,6 +53,19 @@ def _stamped(event: Event) -> tuple[dict, dict]:
     return {"event_id": event_id, **event.value}, {"event_id": event_id, **event.headers}
 
 
+def outbox_message(event: Event) -> OutboxMessage:
+    """The outbox row of `event`, unsaved: exactly what `enqueue` writes."""
+    value, headers = _stamped(event)
+    return OutboxMessage(
+        event_id=event.event_id,
+        topic=topic_name(event.topic),
+        key=event.key,
+        value=serialize(value),
+        headers=headers,
+        lane=lane_for_key(event.key),
+    )
+
+
 def enqueue(*events: Event) -> list[OutboxMessage]:
     """Write events to the outbox as part of the current transaction.
 
@@ -60,19 +73,7 @@ def enqueue(*events: Event) -> list[OutboxMessage]:
     (or a change without its event) is exactly what the outbox exists to prevent.
     """
     _require_atomic()
-    rows = []
-    for event in events:
-        value, headers = _stamped(event)
-        rows.append(
-            OutboxMessage(
-                event_id=event.event_id,
-                topic=topic_name(event.topic),
-                key=event.key,
-                value=serialize(value),
-                headers=headers,
-                lane=lane_for_key(event.key),
-            )
-        )
+    rows = [outbox_message(event) for event in events]
     _insert(rows)
     wakeup.notify_relays_after_commit()
     return rows

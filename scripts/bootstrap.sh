@@ -11,6 +11,7 @@ command -v java          >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn           >/dev/null || need+=(maven)
 command -v chromium      >/dev/null || need+=(chromium)
 command -v chromedriver  >/dev/null || need+=(chromium-driver)
+command -v wrk           >/dev/null || need+=(wrk)  # the HTTP load generator of make bench
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 
 if ((${#need[@]})); then

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import LimitOffsetPagination
@@ -21,7 +21,21 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from counts import selectors, services
+from counts.api.conditional import (
+    IF_MATCH_PARAMETER,
+    etag,
+    etag_parameter,
+    if_match_versions,
+)
 from counts.api.filters import CountFilter
+from counts.api.idempotency import KEY_PARAMETER, idempotent, replayed_parameter
+from counts.api.schema import (
+    LIST_PARAMETERS,
+    LOCATION,
+    RETRY_AFTER,
+    count_responses,
+    responses,
+)
 from counts.api.serializers import (
     CountCreateInput,
     CountIncrementInput,
@@ -37,11 +51,9 @@ from counts.cache import (
     list_key,
     read_through,
 )
-from counts.models import Count, parse_count_id
+from counts.models import INT64_MAX, Count, parse_count_id
 
-NOT_FOUND = OpenApiResponse(description="No count with this id.")
 COUNT_ID = OpenApiParameter("count_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
-COUNT_OR_NOT_FOUND = {200: CountOutput, 404: NOT_FOUND}
 
 
 class CountPagination(LimitOffsetPagination):
@@ -49,10 +61,17 @@ class CountPagination(LimitOffsetPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         # DRF silently falls back to defaults on a bad limit/offset; we refuse them instead.
-        for param, minimum in ((self.limit_query_param, 1), (self.offset_query_param, 0)):
+        # A limit over max_limit is capped; an offset must fit PostgreSQL's bigint OFFSET.
+        bounds = ((self.limit_query_param, 1, None), (self.offset_query_param, 0, INT64_MAX))
+        for param, minimum, maximum in bounds:
             raw = request.query_params.get(param)
-            if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= minimum):
-                raise serializers.ValidationError({param: [f"An integer of at least {minimum}."]})
+            if raw is not None and not (
+                raw.isascii() and raw.isdigit() and minimum <= int(raw) <= (maximum or int(raw))
+            ):
+                message = f"An integer of at least {minimum}" + (
+                    f" and at most {maximum}." if maximum else "."
+                )
+                raise serializers.ValidationError({param: [message]})
         return super().paginate_queryset(queryset, request, view)
 
 
@@ -68,10 +87,19 @@ def _validated(input_class: type[serializers.Serializer], request: Request) -> d
     return serializer.validated_data
 
 
-def _count_response(count: Count, status_code: int = status.HTTP_200_OK, **kwargs) -> Response:
-    return Response(CountOutput(count).data, status=status_code, **kwargs)
+def _count_response(
+    count: Count, status_code: int = status.HTTP_200_OK, headers: dict | None = None
+) -> Response:
+    headers = {"ETag": etag(count.version), **(headers or {})}
+    return Response(CountOutput(count).data, status=status_code, headers=headers)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[*LIST_PARAMETERS, RETRY_AFTER],
+        responses=responses({200: CountOutput(many=True)}, 400, 401, 503),
+    )
+)
 class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
     """List counts (paginated, filterable; served from the cache) or create one."""
 
@@ -104,7 +132,18 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
         query = urlencode([(name, value) for name, values in params for value in values])
         return f"{request.build_absolute_uri(request.path)}?{query}"
 
-    @extend_schema(request=CountCreateInput, responses={201: CountOutput})
+    @extend_schema(
+        request=CountCreateInput,
+        parameters=[
+            KEY_PARAMETER,
+            LOCATION,
+            etag_parameter([201]),
+            replayed_parameter([201]),
+            RETRY_AFTER,
+        ],
+        responses=count_responses(201, 400, 401, 403, 409, 415, 422, 429, 503),
+    )
+    @idempotent
     def post(self, request: Request) -> Response:
         count = services.count_create(**_validated(CountCreateInput, request))
         location = reverse("api-count-detail", kwargs={"count_id": count.id})
@@ -114,7 +153,10 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
 class CountDetailApi(CountsApiMixin, APIView):
     """Read a count (served from the cache), rename or re-describe it, or delete it."""
 
-    @extend_schema(parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        parameters=[COUNT_ID, etag_parameter([200]), RETRY_AFTER],
+        responses=count_responses(200, 401, 404, 503),
+    )
     def get(self, request: Request, count_id: str) -> Response:
         count_id = str(parse_count_id(count_id))
         data = read_through(
@@ -122,16 +164,25 @@ class CountDetailApi(CountsApiMixin, APIView):
         )
         if data is None:
             raise NotFound()
-        return Response(data)
+        return Response(data, headers={"ETag": etag(data["version"])})
 
-    @extend_schema(request=CountUpdateInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountUpdateInput,
+        parameters=[COUNT_ID, IF_MATCH_PARAMETER, etag_parameter([200, 412]), RETRY_AFTER],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 412, 415, 429, 503),
+    )
     def patch(self, request: Request, count_id: str) -> Response:
+        versions = if_match_versions(request)
         data = _validated(CountUpdateInput, request)
-        return _count_response(services.count_update_info(count_id=count_id, **data))
+        count = services.count_update_info(count_id=count_id, if_version=versions, **data)
+        return _count_response(count)
 
-    @extend_schema(parameters=[COUNT_ID], responses={204: None, 404: NOT_FOUND})
+    @extend_schema(
+        parameters=[COUNT_ID, IF_MATCH_PARAMETER, etag_parameter([412]), RETRY_AFTER],
+        responses=responses({204: None}, 401, 403, 404, 412, 429, 503),
+    )
     def delete(self, request: Request, count_id: str) -> Response:
-        services.count_delete(count_id=count_id)
+        services.count_delete(count_id=count_id, if_version=if_match_versions(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -145,7 +196,18 @@ def _load_count(count_id: str) -> dict | None:
 class CountIncrementApi(CountsApiMixin, APIView):
     """Add a delta (default 1, may be negative) to a count's value, atomically."""
 
-    @extend_schema(request=CountIncrementInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountIncrementInput,
+        parameters=[
+            COUNT_ID,
+            KEY_PARAMETER,
+            etag_parameter([200]),
+            replayed_parameter([200]),
+            RETRY_AFTER,
+        ],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 415, 422, 429, 503),
+    )
+    @idempotent
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountIncrementInput, request)
         return _count_response(services.count_increment(count_id=count_id, **data))
@@ -154,7 +216,21 @@ class CountIncrementApi(CountsApiMixin, APIView):
 class CountSetApi(CountsApiMixin, APIView):
     """Set a count's value."""
 
-    @extend_schema(request=CountSetInput, parameters=[COUNT_ID], responses=COUNT_OR_NOT_FOUND)
+    @extend_schema(
+        request=CountSetInput,
+        parameters=[
+            COUNT_ID,
+            KEY_PARAMETER,
+            IF_MATCH_PARAMETER,
+            etag_parameter([200, 412]),
+            replayed_parameter([200]),
+            RETRY_AFTER,
+        ],
+        responses=count_responses(200, 400, 401, 403, 404, 409, 412, 415, 422, 429, 503),
+    )
+    @idempotent
     def post(self, request: Request, count_id: str) -> Response:
+        versions = if_match_versions(request)
         data = _validated(CountSetInput, request)
-        return _count_response(services.count_set(count_id=count_id, **data))
+        count = services.count_set(count_id=count_id, if_version=versions, **data)
+        return _count_response(count)

@@ -152,10 +152,32 @@ def test_web_closes_open_streams_two_seconds_into_a_shutdown_everywhere():
         assert argv[argv.index("--timeout-graceful-shutdown") + 1] == "2", where
 
 
+def web_pod_env() -> dict[str, str]:
+    container = deployment("web")["spec"]["template"]["spec"]["containers"][0]
+    return {variable["name"]: variable["value"] for variable in container["env"]}
+
+
+def test_web_runs_several_worker_processes_everywhere():
+    procfile = web_commands()["Procfile"]
+    assert procfile[procfile.index("--workers") + 1] == "${WEB_CONCURRENCY:-$(nproc)}"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert int(re.search(r"^ENV WEB_CONCURRENCY=(\d+)$", dockerfile, re.MULTILINE)[1]) > 1
+    assert compose()["services"]["web"]["environment"]["WEB_CONCURRENCY"]
+    assert int(web_pod_env()["WEB_CONCURRENCY"]) > 1
+
+
+def test_the_kubernetes_web_takes_at_most_half_of_postgres_default_connections():
+    """Every pod's workers, each with its pool and one wake-up connection, whatever the load."""
+    config = of_kind("ConfigMap")[0]["data"]
+    pool = int(config.get("DATABASE_POOL_MAX_SIZE", settings.DATABASE_POOL_MAX_SIZE))
+    workers = int(web_pod_env()["WEB_CONCURRENCY"])
+    assert deployment("web")["spec"]["replicas"] * workers * (pool + 1) <= 100 // 2
+
+
 @pytest.mark.parametrize(
     ("component", "port", "address_setting"),
     [
-        ("relay", settings.RELAY_METRICS_PORT, "RELAY_METRICS_ADDRESS"),
+        ("relay", settings.RELAY_METRICS_PORT, "RELAY_METRICS_HOST"),
         ("consumer", settings.CONSUMER_METRICS_PORT, "CONSUMER_METRICS_HOST"),
     ],
 )
@@ -197,7 +219,7 @@ def exposed_metric_names() -> set[str]:
     """Every series name web, relay and consumer can expose."""
     import prometheus_client
 
-    import dashboard.metrics  # noqa: F401  (registers the consumer's metrics)
+    import dashboard.consuming.metrics  # noqa: F401  (registers the consumer's metrics)
     import outbox.metrics  # noqa: F401  (registers the relay's metrics)
     from config.metrics import REGISTRY as WEB_REGISTRY
 

@@ -290,7 +290,7 @@ NOT_INT64 = ["1", 1.5, 1.0, True, None, INT64_MAX + 1, INT64_MIN - 1, [1], {"n":
 
 def bad_create_bodies():
     yield {}, "name"
-    for name in ["", "   ", "x" * 101, 5, None, ["a"]]:
+    for name in ["", "   ", "x" * 101, "\t" + "x" * 100, 5, None, ["a"]]:
         yield {"name": name}, "name"
     yield {"name": "ok", "description": 7}, "description"
     yield {"name": "ok", "description": None}, "description"
@@ -349,24 +349,24 @@ def test_value_changes_reject_bad_input(client, count, action, body, field):
 
 
 @pytest.mark.parametrize(("start", "delta"), [(INT64_MAX, 1), (INT64_MIN, -1), (-1, INT64_MIN)])
-def test_increment_past_64_bits_is_a_400(client, start, delta):
+def test_increment_past_64_bits_is_a_409(client, start, delta):
     count = count_create(name="edge", value=start)
     watch = OutboxWatch()
     response = client.post(f"{detail(count.id)}increment/", {"delta": delta}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {"delta": ["The result would overflow a 64-bit integer."]}
     assert count_get(count_id=count.id).value == start
     watch.assert_unchanged()
 
 
-def test_duplicate_names_are_a_400(client, count):
+def test_duplicate_names_are_a_409(client, count):
     other = count_create(name="other")
     watch = OutboxWatch()
     taken = {"name": ["A count with this name already exists."]}
     response = client.post(LIST, {"name": "visits"}, format="json")
-    assert (response.status_code, response.json()) == (400, taken)
+    assert (response.status_code, response.json()) == (409, taken)
     response = client.patch(detail(other.id), {"name": "visits"}, format="json")
-    assert (response.status_code, response.json()) == (400, taken)
+    assert (response.status_code, response.json()) == (409, taken)
     assert Count.objects.count() == 2
     watch.assert_unchanged()
 

@@ -16,7 +16,8 @@ from counts import cache, services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED
 from counts.models import Count
 from dashboard import read_model
-from dashboard.consumer import DashboardConsumer, StartAt, consumer_config
+from dashboard.consuming.loop import DashboardConsumer, consumer_config
+from dashboard.consuming.replay import StartAt
 from dashboard.events import CountEvent
 from infra.topics import topic_name
 from tests.support.pipeline import database_truth, read_model_state

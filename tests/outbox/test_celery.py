@@ -150,6 +150,7 @@ def test_beat_schedules_the_periodic_jobs_on_a_real_worker(celery_worker, outbox
         str(tmp_path / "beat-schedule"),
         OUTBOX_PRUNE_INTERVAL_SECONDS="1",
         DASHBOARD_RECONCILE_INTERVAL_SECONDS="1",
+        IDEMPOTENCY_KEY_PRUNE_INTERVAL_SECONDS="1",
     )
     # The schedule names its tasks by string: the worker must know every one of them.
     for entry in settings.CELERY_BEAT_SCHEDULE.values():

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from counts import events, services
+from counts.contract import validate as validate_event
 from infra.kafka import admin_client
 from infra.topics import topic_name
 from outbox import relay as relay_module
@@ -30,7 +31,6 @@ from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from scripts.services import free_ports
-from tests.support.event_schemas import validate_event
 from tests.support.processes import RELAY_TIMING, database_url, run_manage
 from tests.support.relay import (
     assert_commit_order,

@@ -1,4 +1,4 @@
-"""Assert the exact outbox rows a piece of code wrote, checked against docs/events.md."""
+"""Assert the exact outbox rows a piece of code wrote, checked against the event contract."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from counts.contract import validate as validate_event
 from outbox.models import OutboxMessage
-from tests.support.event_schemas import validate_event
 
 
 @dataclass(frozen=True)

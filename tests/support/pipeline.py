@@ -31,7 +31,7 @@ from redis import Redis
 from counts.events import TOPICS
 from counts.models import Count
 from dashboard import read_model
-from dashboard.consumer import DashboardConsumer
+from dashboard.consuming.loop import DashboardConsumer
 from infra.kafka import admin_client, client_config
 from infra.redis import redis_client
 from infra.topics import ensure_topics, managed_topics, topic_name

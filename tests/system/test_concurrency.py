@@ -14,6 +14,7 @@ import threading
 import pytest
 from django.db import connection
 
+from counts.contract import validate as validate_event
 from counts.models import Count
 from counts.selectors import count_get
 from counts.services import (
@@ -25,7 +26,6 @@ from counts.services import (
 )
 from infra.topics import topic_name
 from outbox.models import OutboxMessage
-from tests.support.event_schemas import validate_event
 from tests.support.outbox_watch import decode
 from tests.support.paths import ROOT
 from tests.support.processes import database_url, process_env

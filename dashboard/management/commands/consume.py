@@ -6,11 +6,12 @@ from argparse import ArgumentTypeError
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from prometheus_client import start_http_server
+from django.core.management.base import BaseCommand, CommandParser
 
-from dashboard.consumer import BATCH_SIZE, DashboardConsumer, StartAt
+from dashboard.consuming.loop import BATCH_SIZE, DashboardConsumer
+from dashboard.consuming.replay import StartAt
 from dashboard.services import reconcile_read_model
+from infra.command_options import metrics_port, positive_int, serve_metrics
 from infra.health import check_for_command
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ def _iso_time(text: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Consume count events: invalidate caches and refresh the dashboard. "
-        "--from-beginning / --reset-to rebuild the read model and caches from the log."
+        "--from-beginning rebuilds the read model from the log; --reset-to re-applies the "
+        "events from a time on; both drop every cached entry first."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,14 +39,15 @@ class Command(BaseCommand):
         start.add_argument(
             "--from-beginning",
             action="store_true",
-            help="rebuild: replay every event still in the topics",
+            help="rebuild: empty the read model, drop every cached entry and replay every "
+            "event still in the topics",
         )
         start.add_argument(
             "--reset-to",
             metavar="ISO_TIME",
             type=_iso_time,
-            help="replay the events from this time on, repairing what they touch "
-            "(e.g. 2026-01-31T12:00:00Z)",
+            help="drop every cached entry and replay the events from this time on, "
+            "repairing the counts they touch (e.g. 2026-01-31T12:00:00Z)",
         )
         parser.add_argument(
             "--once", action="store_true", help="exit once every assigned partition is caught up"
@@ -56,15 +59,15 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=positive_int,
             default=BATCH_SIZE,
             help="messages per batch at most (default %(default)s)",
         )
         parser.add_argument(
             "--metrics-port",
-            type=int,
+            type=metrics_port,
             default=settings.CONSUMER_METRICS_PORT,
-            help="Prometheus metrics port on CONSUMER_METRICS_HOST (0: off; default %(default)s)",
+            help="Prometheus /metrics port on CONSUMER_METRICS_HOST (0: off; default %(default)s)",
         )
 
     def handle(self, *args, **options) -> None:
@@ -74,8 +77,7 @@ class Command(BaseCommand):
                 ["kafka", "redis", "database"],
                 "the consumer's dependencies are not all reachable",
             )
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1")
+        serve_metrics(options["metrics_port"], settings.CONSUMER_METRICS_HOST)
         replay = options["from_beginning"] or options["reset_to"] is not None
         consumer = DashboardConsumer(
             batch_size=options["batch_size"],
@@ -84,7 +86,6 @@ class Command(BaseCommand):
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: consumer.stop())
-        self._serve_metrics(options["metrics_port"])
         self._catch_up_read_model()
         consumer.run()
 
@@ -102,13 +103,3 @@ class Command(BaseCommand):
                 "consume: read model caught up at start: %s",
                 {kind: len(ids) for kind, ids in repairs.items()},
             )
-
-    def _serve_metrics(self, port: int) -> None:
-        if port == 0:
-            return
-        host = settings.CONSUMER_METRICS_HOST
-        try:
-            start_http_server(port, addr=host)
-        except OSError as exc:
-            raise CommandError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-        self.stdout.write(f"metrics on http://{host}:{port}/metrics")

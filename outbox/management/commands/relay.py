@@ -7,23 +7,10 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from infra.command_options import metrics_port, positive_float, positive_int
 from infra.health import check_for_command
-from outbox import metrics
+from outbox.metrics import serve_metrics
 from outbox.relay import Relay, RelayOptions
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
 
 
 class Command(BaseCommand):
@@ -36,50 +23,48 @@ class Command(BaseCommand):
         parser.add_argument(
             "--once",
             action="store_true",
-            help="Drain every free lane, then exit (non-zero if rows were left behind).",
+            help="drain every free lane, then exit (non-zero if rows were left behind)",
         )
         parser.add_argument(
             "--batch-size",
             type=positive_int,
             default=RelayOptions.batch_size,
-            help=f"Rows per claim (default {RelayOptions.batch_size}).",
+            help="rows per claim (default %(default)s)",
         )
         parser.add_argument(
             "--poll-interval",
             type=positive_float,
             default=RelayOptions.poll_interval,
-            help="Seconds between fallback polls when no NOTIFY arrives "
-            f"(default {RelayOptions.poll_interval:g}).",
+            help="seconds between fallback polls when no NOTIFY arrives (default %(default)g)",
         )
         parser.add_argument(
             "--rebalance-interval",
             type=positive_float,
             default=RelayOptions.rebalance_interval,
-            help="Seconds between lane-share checks "
-            f"(default {RelayOptions.rebalance_interval:g}).",
+            help="seconds between lane-share checks (default %(default)g)",
         )
         parser.add_argument(
             "--report-interval",
             type=positive_float,
             default=RelayOptions.report_interval,
-            help="Seconds between progress log lines and backlog metrics "
-            f"(default {RelayOptions.report_interval:g}).",
+            help="seconds between progress log lines and backlog metrics (default %(default)g)",
         )
         parser.add_argument(
             "--metrics-port",
-            type=int,
+            type=metrics_port,
             default=settings.RELAY_METRICS_PORT,
-            help="Prometheus /metrics port; 0 disables (default RELAY_METRICS_PORT).",
+            help="Prometheus /metrics port on RELAY_METRICS_HOST (0: off; default %(default)s)",
         )
         parser.add_argument(
             "--check",
             action="store_true",
-            help="Exit non-zero unless PostgreSQL and Kafka answer.",
+            help="exit 0 if PostgreSQL and Kafka answer, 1 if not",
         )
 
     def handle(self, *args, **options):
         if options["check"]:
             return check_for_command(self, ["database", "kafka"], "relay dependencies are down")
+        serve_metrics(options["metrics_port"], settings.RELAY_METRICS_HOST)
         relay = Relay(
             RelayOptions(
                 batch_size=options["batch_size"],
@@ -91,6 +76,5 @@ class Command(BaseCommand):
         )
         signal.signal(signal.SIGTERM, relay.stop)
         signal.signal(signal.SIGINT, relay.stop)
-        metrics.serve(options["metrics_port"], settings.RELAY_METRICS_ADDRESS)
         if relay.run():
             raise CommandError(f"{relay.left_behind} rows of this relay's lanes are still pending")

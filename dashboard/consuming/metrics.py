@@ -12,6 +12,10 @@ DEAD_LETTERS = Counter(
     "Messages parked on the dead-letter topic, by reason.",
     ["reason"],
 )
+DEAD_LETTER_ERRORS = Counter(
+    "countstream_consumer_dead_letter_errors",
+    "Dead-letter writes Kafka refused; retried, the batch's offsets uncommitted meanwhile.",
+)
 REDIS_ERRORS = Counter(
     "countstream_consumer_redis_errors",
     "Failed attempts to apply a batch (Redis or the database unreachable); retried.",

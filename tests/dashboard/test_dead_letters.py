@@ -1,0 +1,70 @@
+"""A poison message's offset is committed only once the dead-letter topic has taken it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from django.conf import settings
+from prometheus_client import REGISTRY
+
+from counts.events import COUNT_VALUE_UPDATED
+from dashboard.consuming.loop import DashboardConsumer
+from infra.kafka import admin_client
+from infra.topics import topic_name
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.stack
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = "1048588"
+
+
+def set_max_message_bytes(topic: str, value: str) -> None:
+    """Set the topic's `max.message.bytes` and wait until the broker applies it."""
+    admin = admin_client()
+    entry = ConfigEntry("max.message.bytes", value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result()
+
+    def applied() -> bool:
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        configs = next(iter(described.values())).result()
+        return configs["max.message.bytes"].value == value
+
+    wait_for(applied, 20, f"max.message.bytes={value} on {topic}")
+
+
+def dead_letter_failures() -> float:
+    sample = "countstream_consumer_dead_letter_errors_total"
+    return REGISTRY.get_sample_value(sample) or 0.0
+
+
+def test_a_dead_letter_kafka_refuses_keeps_its_offset_uncommitted_until_it_is_taken(pipeline):
+    dead_letter_topic = topic_name(settings.KAFKA_DEAD_LETTER_TOPIC)
+    set_max_message_bytes(dead_letter_topic, "512")
+    poison = b"\xff not json" + b"x" * 4000  # too large for the dead-letter topic now
+    pipeline.produce_raw([(topic_name(COUNT_VALUE_UPDATED), b"k", poison, None)])
+    failures_before = dead_letter_failures()
+
+    consumer = DashboardConsumer(once=True)
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        wait_for(
+            lambda: not running.is_alive() or dead_letter_failures() > failures_before,
+            30,
+            "the consumer to finish or the dead-letter write to fail",
+        )
+    finally:
+        consumer.stop()
+        running.join(30)
+    assert not running.is_alive()
+    assert pipeline.lag() == 1  # not committed: the poison message is still to be parked
+
+    set_max_message_bytes(dead_letter_topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    pipeline.consume_once()
+
+    dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=1)
+    assert [(m.value(), dict(m.headers())["dlq_reason"]) for m in dead] == [(poison, b"not-json")]
+    assert pipeline.lag() == 0

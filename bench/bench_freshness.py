@@ -153,7 +153,10 @@ def main() -> None:
     processes = [
         start(bench.env, "manage.py", "relay", "--metrics-port", "0"),
         start(bench.env, "manage.py", "consume", "--metrics-port", "0"),
-        start(bench.env, "-m", "uvicorn", "config.asgi:application", "--port", str(port)),
+        start(
+            {**bench.env, "DASHBOARD_PUBLIC": "true"},
+            *("-m", "uvicorn", "config.asgi:application", "--port", str(port)),
+        ),
     ]
     context = multiprocessing.get_context("spawn")
     stop, connected, results = context.Event(), context.Event(), context.Queue()

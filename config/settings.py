@@ -267,6 +267,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- The dashboard: who may see it (dashboard/access.py) -----------------------------------
+# Off: only staff and holders of dashboard.view_dashboard see the page and its stream.
+DASHBOARD_PUBLIC = env.bool("DASHBOARD_PUBLIC", default=False)
+# Points of each count's history kept for its chart (about 30 bytes each in Redis).
+DASHBOARD_HISTORY_POINTS = env.int("DASHBOARD_HISTORY_POINTS", default=120)
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:page"
+LOGOUT_REDIRECT_URL = "dashboard:login"
+
 # --- Internationalisation, static files --------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

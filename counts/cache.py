@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
@@ -92,10 +94,37 @@ def read_through(key: str, generation_key: str, loader: Callable[[], Any]) -> An
     return value
 
 
+def invalidate_counts(count_ids: Iterable[str]) -> None:
+    """Bump the generations of these counts and of all list pages; drop their entries.
+
+    One round trip for any number of counts; raises RedisError. The consumer queues the
+    same invalidation into its read-model transaction instead (read_model.py).
+    """
+    pipe = redis_client().pipeline(transaction=False)
+    queue_invalidation(pipe, count_ids)
+    pipe.execute()
+
+
+def invalidate_on_commit(count_id: str) -> None:
+    """Once the current transaction commits, invalidate this count for the writer's next read.
+
+    Read-your-writes for API clients: a GET right after a write must not be served the
+    entry cached before it. Best effort: the consumer's invalidation, driven by the event,
+    is the guarantee (it also covers writers that do not call this), so a Redis error here
+    is only logged. After the commit, so that no reader can refill the old row meanwhile.
+    """
+    transaction.on_commit(partial(_invalidate_quietly, [str(count_id)]))
+
+
+def _invalidate_quietly(count_ids: list[str]) -> None:
+    try:
+        invalidate_counts(count_ids)
+    except RedisError as exc:
+        logger.warning("cache invalidation after a write failed (the consumer's follows): %s", exc)
+
+
 def queue_invalidation(pipe: Pipeline, count_ids: Iterable[str]) -> None:
-    """Add to `pipe` (one command, to share a round trip) the invalidation of these counts:
-    bump their generations and that of all list pages, and drop their entries. The consumer
-    queues it into its read-model transaction (dashboard/read_model.py)."""
+    """Add the invalidation of these counts to `pipe` (one command), to share a round trip."""
     keys = [list_generation_key()]
     for count_id in count_ids:
         keys += [count_generation_key(count_id), count_key(count_id)]

@@ -1,27 +1,37 @@
 """The dashboard's read model in Redis, and the live stream that announces its changes.
 
-- `dash:counts`: hash count id -> JSON entry {"name", "value", "vv", "nv"}; `vv`/`nv` are the
-  versions the value and the name were taken from. Values are decimal strings because Lua
-  (where entries are merged) has only doubles, which cannot hold every int64.
+- `dash:counts`: hash count id -> JSON entry {"name", "value", "vv", "nv", "k"}; `vv`/`nv` are
+  the versions the value and the name were taken from, `k` the case-folded name. Values are
+  decimal strings because Lua (where entries are merged) has only doubles.
+- `dash:by-name`: sorted set of "<folded name>\\0<id>" (all scores 0): the counts table's
+  order, pages and prefix search (ZRANGE, ZRANGEBYLEX). `dash:by-value`: id by value (top).
+- `dash:totals`: hash {"hi", "lo"}: the sum of all values is hi * 10^9 + lo, exact.
 - `dash:deleted`: hash count id -> the version that deleted it (a tombstone), so a late or
   replayed event never brings a deleted count back.
 - `dash:stream`: a Redis Stream; every batch that changed something appends one entry with
   its changes. Its ids are the SSE event ids, so a reconnecting page resumes exactly.
+- `dash:feed`: list of the newest changes that events made (repairs are not in it).
+- `dash:history:<id>`: list of "<event ms> <value>": the values its recent events set (bounded).
+- `dash:rate:<second>`: events of that second (event time), kept for the 15-minute chart.
 - `dash:consumer`: the consumer's figures (lag, events/s) for the operations panel.
 
-All changes go through one Lua script that applies an update only if its version is at
-least the stored one (and its content differs), which makes replays, duplicates and
-out-of-order events harmless. The same script serves the consumer and the reconciler.
+All changes go through one Lua script (apply.lua) that applies an update only if its version
+is at least the stored one (and its content differs), which makes replays, duplicates and
+out-of-order events harmless, and keeps the indexes, totals, feed and histories in the same
+step. The same script serves the consumer and the reconciler.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.conf import settings
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from counts.cache import queue_invalidation
 from dashboard.events import CountEvent
@@ -29,64 +39,14 @@ from infra.redis import redis_client, redis_key
 
 STREAM_MAXLEN = 10_000
 FEED_ENTRIES = 20
+FEED_KEPT = 50
 TOP_COUNTS = 5
+RATE_WINDOW_SECONDS = 15 * 60
+HISTORY_TTL_SECONDS = 7 * 24 * 3600
 # The tombstone version of a count the database no longer has: ids are never reused, so
 # no event about it can ever be newer.
 GONE_FOREVER = 10**12
-
-_APPLY = """
-local counts, tombstones, stream = KEYS[1], KEYS[2], KEYS[3]
--- Every change is worked out before any is written: a script that fails on its input (a
--- Lua error) has written nothing, so its events can be applied again one by one.
-local writes, changes = {}, {}
-local function write(...) writes[#writes + 1] = {...} end
-for _, u in ipairs(cjson.decode(ARGV[1])) do
-    local tomb = tonumber(redis.call('HGET', tombstones, u.id)) or 0
-    if u.lift and tomb == tonumber(u.lift) then  -- a tombstone the database contradicts
-        write('HDEL', tombstones, u.id)
-        tomb = 0
-    end
-    local raw = redis.call('HGET', counts, u.id)
-    local ok, entry = pcall(cjson.decode, raw or '{}')
-    if not ok or type(entry) ~= 'table' then entry = {} end  -- a damaged entry is rebuilt
-    entry.vv, entry.nv = tonumber(entry.vv) or 0, tonumber(entry.nv) or 0
-    local change = {id = u.id, ts = u.ts}
-    if u.dv then
-        if u.dv > tomb then
-            write('HSET', tombstones, u.id, u.dv)
-            if raw then
-                write('HDEL', counts, u.id)
-                change.action, change.name, change.version = 'deleted', entry.name, u.dv
-                changes[#changes + 1] = change
-            end
-        end
-    else
-        if u.vv > tomb and u.vv >= entry.vv and u.value ~= entry.value then
-            change.old = entry.value
-            entry.value, entry.vv = u.value, u.vv
-            change.action = 'value'
-        end
-        if u.nv and u.nv > tomb and u.nv >= entry.nv and u.name ~= entry.name then
-            -- A value event can arrive before its count's `created` (another topic).
-            change.action = entry.name and 'renamed' or 'created'
-            change.renamed_from = entry.name
-            entry.name, entry.nv = u.name, u.nv
-        end
-        if change.action then
-            change.name, change.value = entry.name, entry.value
-            change.version = math.max(entry.vv, entry.nv)
-            write('HSET', counts, u.id, cjson.encode(entry))
-            changes[#changes + 1] = change
-        end
-    end
-end
-local encoded = #changes > 0 and cjson.encode(changes) or '[]'
-for _, command in ipairs(writes) do redis.call(unpack(command)) end
-if #changes > 0 then
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'changes', encoded)
-end
-return encoded
-"""
+_APPLY = (Path(__file__).parent / "apply.lua").read_text()
 
 
 def counts_key() -> str:
@@ -105,14 +65,48 @@ def consumer_stats_key() -> str:
     return redis_key("dash", "consumer")
 
 
+def by_name_key() -> str:
+    return redis_key("dash", "by-name")
+
+
+def by_value_key() -> str:
+    return redis_key("dash", "by-value")
+
+
+def totals_key() -> str:
+    return redis_key("dash", "totals")
+
+
+def feed_key() -> str:
+    return redis_key("dash", "feed")
+
+
+def history_key(count_id: str) -> str:
+    return redis_key("dash", "history", count_id)
+
+
+def rate_key(second: int | str) -> str:
+    return redis_key("dash", "rate", str(second))
+
+
+def name_member(name: str | None, count_id: str) -> bytes:
+    """A count's member of the by-name index: its case-folded name (or id), NUL, its id."""
+    return f"{fold(name) if name else count_id}\0{count_id}".encode()
+
+
+def fold(text: str) -> str:
+    """Case-folded, so search ignores case (done here: Lua knows no Unicode)."""
+    return text.casefold()
+
+
 @dataclass
 class Update:
     """The newest known state of one count, merged from any number of its events.
 
     Field names are the script's: `vv`/`nv` are the versions of `value`/`name`, `dv` the
-    version that deleted the count, `ts` the newest event time (epoch ms). `lift` is a
-    tombstone (as stored) to remove first if it is still there: reconcile's repair of a
-    deletion the database contradicts.
+    version that deleted the count, `ts` the newest event time (epoch ms), `created` whether
+    its events include the count's creation. `lift` is a tombstone (as stored) to remove
+    first if it is still there: reconcile's repair of a deletion the database contradicts.
     """
 
     id: str
@@ -122,10 +116,13 @@ class Update:
     nv: int | None = None
     name: str | None = None
     dv: int | None = None
+    created: bool | None = None
     lift: str | None = None
 
     def merge(self, event: CountEvent) -> None:
         self.ts = max(self.ts, event.timestamp)
+        if event.action == "created":
+            self.created = True
         if event.action == "deleted":
             self.dv = max(self.dv or 0, event.version)
             return
@@ -137,7 +134,10 @@ class Update:
     def as_argument(self) -> dict:
         if self.dv:
             return {"id": self.id, "ts": self.ts, "dv": self.dv}
-        return {k: v for k, v in vars(self).items() if v is not None}
+        argument = {k: v for k, v in vars(self).items() if v is not None}
+        if self.name is not None:
+            argument["k"] = fold(self.name)
+        return argument
 
 
 def coalesce(events: Iterable[CountEvent]) -> dict[str, Update]:
@@ -153,9 +153,13 @@ class ScriptRefused(ResponseError):
     input fails the same way. Other errors (Redis away, out of memory, read-only) pass."""
 
 
-def apply_updates(updates: Mapping[str, Update]) -> list[dict]:
+def apply_updates(
+    updates: Mapping[str, Update], *, repair: bool = False, rate: Mapping[int, int] | None = None
+) -> list[dict]:
     """Invalidate the counts' caches, apply the updates, announce the changes: one round trip.
 
+    `repair`: the updates come from the database, not from events (they reach the figures
+    and open pages, not the feed). `rate`: events per second of their time, for the chart.
     Returns the changes that took effect. Raises ScriptRefused, or another RedisError
     (nothing is then known to be applied, and the caller must retry before it commits its
     offsets).
@@ -165,8 +169,19 @@ def apply_updates(updates: Mapping[str, Update]) -> list[dict]:
     pipe = redis_client().pipeline(transaction=True)
     queue_invalidation(pipe, updates)
     arguments = json.dumps([update.as_argument() for update in updates.values()])
-    keys = [counts_key(), tombstones_key(), stream_key()]
-    pipe.eval(_APPLY, len(keys), *keys, arguments, STREAM_MAXLEN)
+    keys = [
+        counts_key(),
+        tombstones_key(),
+        stream_key(),
+        by_name_key(),
+        by_value_key(),
+        totals_key(),
+        feed_key(),
+    ]
+    history = (history_key(""), settings.DASHBOARD_HISTORY_POINTS, HISTORY_TTL_SECONDS)
+    rates = (json.dumps(rate or {}), rate_key(""), RATE_WINDOW_SECONDS + 60)
+    arguments = (arguments, STREAM_MAXLEN, *history, int(repair), FEED_KEPT, *rates)
+    pipe.eval(_APPLY, len(keys), *keys, *arguments)
     results = pipe.execute(raise_on_error=False)
     if errors := [result for result in results if isinstance(result, Exception)]:
         if errors[0] is results[-1] and str(errors[0]).startswith("user_script:"):
@@ -176,7 +191,8 @@ def apply_updates(updates: Mapping[str, Update]) -> list[dict]:
 
 
 def apply_events(events: Iterable[CountEvent]) -> list[dict]:
-    return apply_updates(coalesce(events))
+    events = list(events)
+    return apply_updates(coalesce(events), rate=Counter(e.timestamp // 1000 for e in events))
 
 
 def apply_events_refusing_poison(events: Iterable[CountEvent]) -> dict[CountEvent, str]:
@@ -218,8 +234,12 @@ def seen_counts(count_ids: Iterable[str]) -> set[str]:
 
 def reset() -> None:
     """Empty the read model before a rebuild; tombstones stay, and pages are told to reload."""
-    pipe = redis_client().pipeline(transaction=True)
-    pipe.delete(counts_key())
+    client = redis_client()
+    histories = list(client.scan_iter(match=history_key("*"), count=1000))
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(counts_key(), by_name_key(), by_value_key(), totals_key(), feed_key())
+    for start in range(0, len(histories), 1000):
+        pipe.unlink(*histories[start : start + 1000])
     pipe.xadd(stream_key(), {"reset": "1"}, maxlen=STREAM_MAXLEN, approximate=True)
     pipe.execute()
 
@@ -253,19 +273,51 @@ def _entry(count_id: str, raw: bytes) -> dict:
 
 
 def snapshot(client: Redis | None = None) -> Snapshot:
-    """The read model and the newest stream id, atomically (MULTI), plus the recent feed."""
+    """The whole read model, the feed and the newest stream id, atomically (MULTI)."""
     pipe = (client or redis_client()).pipeline(transaction=True)
     pipe.hgetall(counts_key())
-    pipe.xrevrange(stream_key(), count=FEED_ENTRIES)
-    raw_counts, recent = pipe.execute()
+    pipe.lrange(feed_key(), 0, FEED_ENTRIES - 1)
+    pipe.xrevrange(stream_key(), count=1)
+    raw_counts, feed, newest = pipe.execute()
     counts = {cid.decode(): _entry(cid.decode(), raw) for cid, raw in raw_counts.items()}
-    feed = [
-        change
-        for _, fields in recent
-        for change in reversed(json.loads(fields.get(b"changes", b"[]")))
-    ][:FEED_ENTRIES]
-    stream_id = recent[0][0].decode() if recent else "0"
-    return Snapshot(counts=counts, feed=feed, stream_id=stream_id)
+    stream_id = newest[0][0].decode() if newest else "0"
+    return Snapshot(counts=counts, feed=[json.loads(c) for c in feed], stream_id=stream_id)
+
+
+def rebuild_indexes(client: Redis | None = None) -> bool:
+    """Rebuild the name and value indexes and the totals from the counts hash if they drifted
+    (or predate them); True if they had to be. WATCH makes a concurrent change retry it."""
+    client = client or redis_client()
+    while True:
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(counts_key())
+                raw_entries = pipe.hgetall(counts_key()).items()
+                entries = {cid.decode(): json.loads(raw) for cid, raw in raw_entries}
+                by_name = {name_member(e.get("name"), cid): 0 for cid, e in entries.items()}
+                by_value = {cid: int(e["value"]) for cid, e in entries.items()}
+                total = sum(by_value.values())
+                shown = pipe.hmget(totals_key(), "hi", "lo")
+                shown_total = int(shown[0] or 0) * 10**9 + int(shown[1] or 0)
+                if pipe.zcard(by_name_key()) == len(entries) and shown_total == total:
+                    return False
+                pipe.multi()
+                pipe.delete(by_name_key(), by_value_key(), totals_key())
+                _add_in_chunks(pipe, by_name_key(), by_name)
+                _add_in_chunks(pipe, by_value_key(), by_value)
+                hi, lo = divmod(abs(total), 10**9)
+                sign = -1 if total < 0 else 1
+                pipe.hset(totals_key(), mapping={"hi": sign * hi, "lo": sign * lo})
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+
+
+def _add_in_chunks(pipe, key: str, members: Mapping, chunk: int = 10_000) -> None:
+    items = list(members.items())
+    for start in range(0, len(items), chunk):
+        pipe.zadd(key, dict(items[start : start + chunk]))
 
 
 def publish_consumer_stats(stats: Mapping[str, object]) -> None:

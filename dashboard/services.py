@@ -11,6 +11,9 @@ from counts.models import Count
 from dashboard import read_model
 from dashboard.read_model import GONE_FOREVER, Update
 
+# Redis runs one script at a time: a rebuild of 100,000 counts must not stall it for seconds.
+REPAIRS_PER_SCRIPT = 1000
+
 
 def _differs(entry: dict | None, count: Count) -> bool:
     shown = None if entry is None else (entry["name"], entry["value"], entry["version"])
@@ -46,8 +49,11 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
     so one the database then lacks is really deleted, and is tombstoned for good; and a
     tombstone of a count the database still has is lifted (`_tombstones_contradicted`).
     Repairs go through the same version-checked script as events, so a repair can never
-    undo a newer event that the consumer applies meanwhile.
+    undo a newer event that the consumer applies meanwhile; they are not events, so they
+    change figures and open pages but add nothing to the feed. Drifted indexes and totals
+    (or ones that predate them) are rebuilt first.
     """
+    read_model.rebuild_indexes()
     shown = read_model.snapshot().counts
     settled = timezone.now() - grace
     stamp = now_ms()
@@ -63,7 +69,11 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
     for count_id in shown.keys() - existing:
         updates[count_id] = Update(count_id, stamp, dv=GONE_FOREVER)
     updates |= _tombstones_contradicted(existing, stamp)
-    changes = read_model.apply_updates(updates)
+    changes = []
+    pending = list(updates.items())
+    for start in range(0, len(pending), REPAIRS_PER_SCRIPT):
+        chunk = dict(pending[start : start + REPAIRS_PER_SCRIPT])
+        changes += read_model.apply_updates(chunk, repair=True)
     repairs = {"added": [], "fixed": [], "removed": []}
     kind = {"created": "added", "deleted": "removed"}
     for change in changes:

@@ -1,4 +1,4 @@
-"""The dashboard page and its live stream (Server-Sent Events, served under ASGI)."""
+"""The dashboard's live stream (Server-Sent Events, served under ASGI)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,18 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from redis.exceptions import ResponseError
 
 from dashboard import read_model
-from dashboard.selectors import dashboard_state, operations
+from dashboard.access import viewer_required
+from dashboard.selectors import operations
 
 OPERATIONS_EVERY_SECONDS = 2.0
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 
 
-@require_GET
-def dashboard_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/index.html", {"state": dashboard_state()})
-
-
+@viewer_required(login_redirect=False)
 @require_GET
 async def dashboard_stream(request: HttpRequest) -> HttpResponse:
     """Refreshes as they happen. On reconnect the browser sends Last-Event-ID and gets

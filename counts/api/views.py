@@ -1,7 +1,8 @@
 """Thin REST views: validate input, call a service or a cached selector, shape the output.
 
 Reads go through the generation-checked cache of counts.cache, which the consumer
-invalidates when a count's events arrive; writes go straight to the services.
+invalidates when a count's events arrive; writes go straight to the services, and
+invalidate their count once committed too, so a client reads its own writes at once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from counts.api.throttling import WriteRateThrottle
 from counts.cache import (
     count_generation_key,
     count_key,
+    invalidate_on_commit,
     list_generation_key,
     list_key,
     read_through,
@@ -146,6 +148,7 @@ class CountListCreateApi(CountsApiMixin, generics.ListAPIView):
     @idempotent
     def post(self, request: Request) -> Response:
         count = services.count_create(**_validated(CountCreateInput, request))
+        invalidate_on_commit(count.id)
         location = reverse("api-count-detail", kwargs={"count_id": count.id})
         return _count_response(count, status.HTTP_201_CREATED, headers={"Location": location})
 
@@ -175,6 +178,7 @@ class CountDetailApi(CountsApiMixin, APIView):
         versions = if_match_versions(request)
         data = _validated(CountUpdateInput, request)
         count = services.count_update_info(count_id=count_id, if_version=versions, **data)
+        invalidate_on_commit(count.id)
         return _count_response(count)
 
     @extend_schema(
@@ -183,6 +187,7 @@ class CountDetailApi(CountsApiMixin, APIView):
     )
     def delete(self, request: Request, count_id: str) -> Response:
         services.count_delete(count_id=count_id, if_version=if_match_versions(request))
+        invalidate_on_commit(parse_count_id(count_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -210,7 +215,9 @@ class CountIncrementApi(CountsApiMixin, APIView):
     @idempotent
     def post(self, request: Request, count_id: str) -> Response:
         data = _validated(CountIncrementInput, request)
-        return _count_response(services.count_increment(count_id=count_id, **data))
+        count = services.count_increment(count_id=count_id, **data)
+        invalidate_on_commit(count.id)
+        return _count_response(count)
 
 
 class CountSetApi(CountsApiMixin, APIView):
@@ -233,4 +240,5 @@ class CountSetApi(CountsApiMixin, APIView):
         versions = if_match_versions(request)
         data = _validated(CountSetInput, request)
         count = services.count_set(count_id=count_id, if_version=versions, **data)
+        invalidate_on_commit(count.id)
         return _count_response(count)

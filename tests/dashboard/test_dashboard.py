@@ -9,14 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from django.contrib.auth import get_user_model
-from playwright.sync_api import expect, sync_playwright
-from rest_framework.authtoken.models import Token
 
 from counts import cache, services
 from dashboard import read_model
 from dashboard.events import CountEvent
-from tests.support.processes import api_client
 
 pytestmark = pytest.mark.stack
 
@@ -55,7 +51,8 @@ def value_event(count_id: str, version: int, value: int) -> CountEvent:
 
 
 @pytest.mark.django_db
-def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):
+def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline, settings):
+    settings.DASHBOARD_PUBLIC = True
     alpha = services.count_create(name="alpha", value=5)
     services.count_create(name="beta", value=2**62)
     pipeline.publish_pending()
@@ -66,28 +63,29 @@ def test_page_shows_counts_totals_top_feed_and_operations(client, pipeline):
 
     assert response.status_code == 200
     state = response.context["state"]
-    assert [(c["name"], c["value"]) for c in state["counts"]] == [
+    assert [(c["name"], c["value"]) for c in state["table"]["rows"]] == [
         ("alpha", "5"),
         ("beta", "4611686018427387904"),
     ]
-    assert state["total"] == str(5 + 2**62)
+    assert (state["count_total"], state["value_total"]) == (2, str(5 + 2**62))
     assert [c["name"] for c in state["top"]] == ["beta", "alpha"]
     assert {"alpha", "beta"} <= {change.get("name") for change in state["feed"]}
     assert state["operations"]["relay_backlog"] == 1
     html = response.content.decode()
-    assert f'data-count-id="{alpha.id}"' in html and "4611686018427387909" in html
+    assert f'data-count-id="{alpha.id}"' in html and "4,611,686,018,427,387,909" in html
     assert 'id="dashboard-state"' in html
 
 
 @pytest.mark.django_db
-def test_stream_refuses_a_malformed_last_event_id(client):
+def test_stream_refuses_a_malformed_last_event_id(client, settings):
+    settings.DASHBOARD_PUBLIC = True
     response = client.get("/stream/", headers={"Last-Event-ID": "yesterday"})
     assert response.status_code == 400
 
 
 @pytest.mark.django_db(transaction=True)
 def test_stream_resumes_from_last_event_id_without_losing_or_repeating(app_stack):
-    _, url = app_stack("web")
+    _, url = app_stack("web", DASHBOARD_PUBLIC="true")
     count_id = str(uuid.uuid4())
     read_model.apply_events([value_event(count_id, 1, 1)])
     page_loaded_at = read_model.snapshot().stream_id
@@ -109,37 +107,3 @@ def test_stream_resumes_from_last_event_id_without_losing_or_repeating(app_stack
     assert {"relay_backlog", "consumer_lag", "events_per_second"} <= set(
         json.loads(operations["data"])
     )
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_in_chromium_the_page_shows_api_writes_live_without_reload(app_stack):
-    user = get_user_model().objects.create_user("writer", password="not-used")
-    token = Token.objects.create(user=user).key
-    _, url = app_stack("web")
-    app_stack("relay", "--metrics-port=0")
-    app_stack("consume", "--metrics-port=0")
-    api = api_client(url, token)
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu"],
-        )
-        page = browser.new_page()
-        page.goto(f"{url}/")
-        expect(page.locator("#connection")).to_have_text("live")
-        page.evaluate("window.stillTheSamePage = true")
-
-        created = api.post("/api/counts/", json={"name": "in the browser", "value": 1})
-        assert created.status_code == 201, created.text
-        row = page.locator(f'tr[data-count-id="{created.json()["id"]}"]')
-        expect(row.locator(".value")).to_have_text("1", timeout=15_000)
-        increment = api.post(f"/api/counts/{created.json()['id']}/increment/", json={"delta": 41})
-        assert increment.status_code == 200, increment.text
-
-        expect(row.locator(".value")).to_have_text("42", timeout=15_000)
-        expect(page.locator("#value-total")).to_have_text("42")
-        expect(page.locator("#feed li").first).to_contain_text("in the browser")
-        assert page.evaluate("window.stillTheSamePage") is True
-        browser.close()

@@ -162,5 +162,6 @@ def pipeline(settings) -> Iterator[Pipeline]:
     for future in admin.delete_topics(stream.topics, operation_timeout=30).values():
         future.result()
     client = redis_client()
-    if keys := list(client.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:*", count=1000)):
-        client.unlink(*keys)
+    keys = list(client.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:*", count=1000))
+    for start in range(0, len(keys), 1000):  # one call per 1000: each must end in 0.5 s
+        client.unlink(*keys[start : start + 1000])

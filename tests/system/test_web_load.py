@@ -138,6 +138,7 @@ def test_a_request_that_gets_no_pooled_connection_in_time_is_a_503_with_retry_af
         DATABASE_POOL_MIN_SIZE="1",
         DATABASE_POOL_MAX_SIZE="1",
         DATABASE_POOL_TIMEOUT="0.5",
+        DASHBOARD_PUBLIC="true",  # the page below, without logging in
     )
     with api_client(url, token) as client:
         locked_id, other_id = create_count(client, "locked"), create_count(client, "other")

@@ -1,9 +1,10 @@
-# countstream: `make run` sets everything up and runs the app; `make test` runs the tests.
+# countstream: `make run` sets everything up and runs the app; `make test` runs the tests
+# (`make test-fast`: those that need no Kafka or Redis).
 SHELL := /bin/bash
 PY := .venv/bin/python
 MANAGE := $(PY) manage.py
 
-.PHONY: run test setup services services-stop services-status prepare migrate topics seed \
+.PHONY: run test test-fast setup services services-stop services-status prepare migrate topics seed \
         bench lint chaos
 
 run: prepare seed
@@ -12,6 +13,11 @@ run: prepare seed
 
 test: setup services
 	$(PY) -m pytest
+
+# The edit-test loop: the tests that need PostgreSQL at most (not marked `stack`).
+test-fast: setup
+	@python3 scripts/services.py start postgres
+	$(PY) -m pytest -q -m "not stack"
 
 setup:
 	@scripts/bootstrap.sh

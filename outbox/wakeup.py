@@ -85,9 +85,12 @@ class _Notifier:
     def _run(self) -> None:
         try:
             while not self._stopping:
+                # Check the flags again after a NOTIFY as after a wait: it may have brought
+                # an announcement while a writer's commit only set its flag.
                 if self._relay_idle and self._unannounced_commit:
                     self._send()
-                self._wait()
+                else:
+                    self._wait()
         finally:
             self._disconnect()
 

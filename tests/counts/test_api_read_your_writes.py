@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from counts.models import Count
 from counts.services import count_create, count_increment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]  # the cache
 
 
 @pytest.fixture(autouse=True)

@@ -78,6 +78,7 @@ def test_an_invalid_token_is_never_remembered(token):
     assert key not in CachedTokenAuthentication._remembered
 
 
+@pytest.mark.stack  # the write throttle counts in Redis
 def test_a_throttled_write_says_when_to_retry(settings, token):
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,

@@ -58,6 +58,7 @@ def post(client: APIClient, url: str, body: dict | None, key: str | None):
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.usefixtures("count_topics")
 def test_a_retried_increment_changes_the_value_once_and_publishes_one_event(
     client, count, start_relay

@@ -152,6 +152,7 @@ def test_the_outbox_is_staff_only_and_read_only_in_the_admin(count):
 PUBLIC_PAGES = ["/", "/api/counts/", "/api/schema/", "/api/docs/", "/healthz", "/readyz"]
 
 
+@pytest.mark.stack  # /readyz checks Kafka and Redis
 def test_public_pages_never_show_outbox_payloads_errors_or_secrets(count):
     marker = f"leak-{uuid.uuid4().hex}"
     OutboxMessage.objects.filter(key=str(count.pk)).update(

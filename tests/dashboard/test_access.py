@@ -36,6 +36,7 @@ def test_a_user_without_the_permission_is_refused():
     assert client.get("/stream/", headers=BAD_LAST_ID).status_code == 403
 
 
+@pytest.mark.stack  # the page reads the read model in Redis
 @pytest.mark.parametrize("who", [{"staff": True}, {"permitted": True}])
 def test_staff_and_holders_of_the_permission_see_page_and_stream(who):
     client = logged_in("viewer", **who)
@@ -43,12 +44,14 @@ def test_staff_and_holders_of_the_permission_see_page_and_stream(who):
     assert client.get("/stream/", headers=BAD_LAST_ID).status_code == 400
 
 
+@pytest.mark.stack  # the page reads the read model in Redis
 def test_dashboard_public_opens_page_and_stream_to_everyone(client, settings):
     settings.DASHBOARD_PUBLIC = True
     assert client.get("/").status_code == 200
     assert client.get("/stream/", headers=BAD_LAST_ID).status_code == 400
 
 
+@pytest.mark.stack  # the page reads the read model in Redis
 def test_the_login_form_leads_back_to_the_dashboard(client):
     get_user_model().objects.create_user("ada", password="pw", is_staff=True)
     form = client.get("/login/?next=/")

@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from bench.bulk_counts import insert_counts
 from tests.support.processes import api_client
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 LIVE = 15_000  # ms: an API write reaches the page through the relay, Kafka and the consumer
 
 

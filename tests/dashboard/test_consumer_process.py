@@ -8,44 +8,75 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
+from prometheus_client.parser import text_string_to_metric_families
 
 from counts import services
 from counts.models import Count
 from dashboard import read_model
+from infra.kafka import admin_client
+from outbox.models import OutboxMessage
 from scripts.services import free_ports
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
+
+EVENTS = "countstream_consumer_events"
 
 
-def test_two_consumers_share_the_work_commit_on_rebalance_and_exit_zero_on_sigterm(
+def metrics(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/metrics").text
+
+
+def events_processed(port: int) -> float:
+    """The events a consumer process has applied, from its own metrics."""
+    (family,) = [f for f in text_string_to_metric_families(metrics(port)) if f.name == EVENTS]
+    return sum(sample.value for sample in family.samples if sample.name == f"{EVENTS}_total")
+
+
+def assignments() -> list[set[tuple[str, int]]]:
+    """The partitions of each member of the dashboard group, as the group coordinator has it."""
+    group = settings.KAFKA_CONSUMER_GROUP
+    admin = admin_client()  # must outlive its futures
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    return [
+        {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
+        for member in description.members
+    ]
+
+
+def test_two_consumers_share_the_work_commit_what_they_applied_and_exit_zero_on_sigterm(
     pipeline, app_stack
 ):
-    (port,) = free_ports(1)
-    first = app_stack("consume", "--metrics-port", str(port))
+    first_port, second_port = free_ports(2)
+    first = app_stack("consume", "--metrics-port", str(first_port))
     counts = [services.count_create(name=f"p{i}", value=i + 1) for i in range(6)]
     pipeline.publish_pending()
     wait_for(lambda: read_model_state() == database_truth(), 30, "the first consumer")
+    # The group's committed offsets themselves (not the log), while the consumer runs.
+    wait_for(lambda: pipeline.lag() == 0, 30, "the first consumer's commit")
 
-    def metrics() -> str:
-        return httpx.get(f"http://127.0.0.1:{port}/metrics").text
-
-    wait_for(lambda: "countstream_consumer_lag{" in metrics(), 10, "the lag gauges")
+    wait_for(lambda: "countstream_consumer_lag{" in metrics(first_port), 10, "the lag gauges")
     for name in ("events_total", "event_age_seconds_count", "dead_letters"):
-        assert f"countstream_consumer_{name}" in metrics()
+        assert f"countstream_consumer_{name}" in metrics(first_port)
 
-    second = app_stack("consume", "--metrics-port", "0")
-    wait_for(lambda: "revoked" in first.log() and "assigned" in second.log(), 30, "a rebalance")
+    second = app_stack("consume", "--metrics-port", str(second_port))
+    shared = lambda: len(members := assignments()) == 2 and all(members)  # noqa: E731
+    wait_for(shared, 60, "the two consumers to share the partitions")
     for count in counts:
         services.count_increment(count_id=count.id, delta=10)
     pipeline.publish_pending()
     wait_for(lambda: read_model_state() == database_truth(), 30, "both consumers")
+    wait_for(lambda: pipeline.lag() == 0, 30, "both consumers' commits")
 
+    # Each event was applied once: the partitions that moved were picked up at the offsets
+    # the first consumer had committed, not read again from an older one.
+    applied = events_processed(first_port) + events_processed(second_port)
+    assert applied == OutboxMessage.objects.count()
     assert (first.terminate(), second.terminate()) == (0, 0)
-    assert pipeline.lag() == 0
 
 
 def test_a_starting_consumer_shows_every_count_of_the_database_at_once(app_stack):

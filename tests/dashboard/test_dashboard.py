@@ -14,6 +14,8 @@ from counts import cache, services
 from dashboard import read_model
 from dashboard.events import CountEvent
 
+pytestmark = pytest.mark.stack
+
 
 def server_sent_events(response: httpx.Response) -> Iterator[dict[str, str]]:
     event: dict[str, str] = {}

@@ -12,7 +12,7 @@ from dashboard import read_model
 from dashboard.tasks import reconcile_dashboard
 from tests.support.pipeline import database_truth, read_model_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.stack]
 
 
 def test_reconcile_repairs_drift_and_logs_it(pipeline, caplog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from django.conf import settings
 from prometheus_client import REGISTRY
 
@@ -12,6 +13,8 @@ from dashboard.consuming.loop import DashboardConsumer
 from infra.topics import topic_name
 from tests.support.pipeline import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, set_max_message_bytes
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.stack
 
 
 def dead_letter_failures() -> float:

@@ -18,7 +18,7 @@ from infra.redis import redis_client
 from outbox.models import OutboxMessage
 from tests.support.pipeline import database_truth, read_model_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.stack]
 
 
 def feed() -> list[tuple[str, str]]:

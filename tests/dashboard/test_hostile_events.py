@@ -22,7 +22,7 @@ from infra.redis import redis_client
 from infra.topics import topic_name
 from tests.support.pipeline import read_model_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.stack]
 DEAD_LETTER = "count-events-dead-letter"
 
 

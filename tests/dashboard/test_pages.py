@@ -11,7 +11,7 @@ from dashboard import read_model
 from dashboard.read_model import Update
 from dashboard.selectors import PAGE_SIZE
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("pipeline")]
+pytestmark = [pytest.mark.django_db, pytest.mark.stack, pytest.mark.usefixtures("pipeline")]
 
 
 @pytest.fixture

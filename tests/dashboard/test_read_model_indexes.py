@@ -12,7 +12,8 @@ from dashboard.events import CountEvent
 from dashboard.selectors import PAGE_SIZE, counts_page, summary
 from infra.redis import redis_client
 
-pytestmark = pytest.mark.usefixtures("pipeline")  # own Redis keys per test
+# Each test has Redis keys of its own (the pipeline fixture).
+pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("pipeline")]
 
 NOW_MS = int(time.time() * 1000)
 

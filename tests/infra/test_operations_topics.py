@@ -14,6 +14,8 @@ from infra.topics import describe_topics, topic_configs, topic_name
 from scripts.services import free_ports
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture
 def topic_prefix(settings):

@@ -125,6 +125,7 @@ def celery_worker(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_the_prune_task_from_the_redis_broker(celery_worker, outbox_mix):
     expired, kept = outbox_mix
@@ -139,6 +140,7 @@ def test_a_real_worker_runs_the_prune_task_from_the_redis_broker(celery_worker, 
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 @pytest.mark.django_db(transaction=True)
 def test_beat_schedules_the_periodic_jobs_on_a_real_worker(celery_worker, outbox_mix, tmp_path):
     expired, kept = outbox_mix

@@ -7,11 +7,13 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from secrets import token_urlsafe
 
 import psycopg
 import pytest
 from confluent_kafka.admin import NewTopic
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
@@ -24,21 +26,26 @@ from infra.kafka import admin_client
 from infra.topics import topic_name
 from outbox import relay as relay_module
 from outbox.admin import EstimatedCountPaginator
-from outbox.leases import LaneLeases
+from outbox.leases import LANE_LOCKS, LaneLeases
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
 from scripts.services import free_ports
-from tests.support.processes import database_url, run_manage
+from tests.support.processes import RELAY_TIMING, database_url, run_manage
 from tests.support.relay import (
     assert_commit_order,
     outbox_in_commit_order,
+    pending_count,
     read_back,
     wait_until_serving,
 )
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 
 def run_once(**options) -> int:
@@ -203,7 +210,7 @@ def _session() -> psycopg.Connection:
     return psycopg.connect(database_url(connection.settings_dict), autocommit=True)
 
 
-def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
+def test_leases_split_lanes_fairly_and_a_closed_sessions_lanes_go_to_the_others():
     first_conn, second_conn, third_conn = _session(), _session(), _session()
     first, second, third = LaneLeases(64), LaneLeases(64), LaneLeases(64)
     try:
@@ -229,6 +236,49 @@ def test_leases_split_lanes_fairly_and_are_taken_over_when_a_relay_dies():
     finally:
         for conn in (first_conn, second_conn, third_conn):
             conn.close()
+
+
+def lanes_by_session() -> dict[int, set[int]]:
+    """The lane leases held right now, by the PostgreSQL session (backend pid) holding them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, array_agg(objid::int) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = %s AND objsubid = 2 AND granted AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database()) GROUP BY pid",
+            [LANE_LOCKS],
+        )
+        return {pid: set(lanes) for pid, lanes in cursor.fetchall()}
+
+
+def lanes_shared_by(relays: int) -> Callable[[], dict[int, set[int]] | None]:
+    """A condition: every lane is held, in fair shares by `relays` sessions."""
+    lanes = settings.OUTBOX_LANES
+    fair = sorted(lanes // relays + (rank < lanes % relays) for rank in range(relays))
+
+    def shared() -> dict[int, set[int]] | None:
+        held = lanes_by_session()
+        return held if sorted(map(len, held.values())) == fair else None
+
+    return shared
+
+
+@pytest.mark.slow
+def test_the_live_relays_take_over_the_lanes_of_a_relay_that_was_killed(start_relay):
+    relays = [start_relay(*RELAY_TIMING) for _ in range(3)]
+    before = wait_for(lanes_shared_by(3), 60, "three relays to share the lanes")
+
+    relays[0].kill()  # SIGKILL: its sessions end, and with them its locks
+
+    after = wait_for(lanes_shared_by(2), 30, "the two live relays to take every lane")
+    (dead,) = set(before) - set(after)
+    assert set(after) < set(before)  # the live relays' own sessions took the lanes over
+    orphaned = before[dead]
+    for n in range(32):
+        services.count_create(name=f"after-{n}")
+    rows = OutboxMessage.objects.filter(lane__in=orphaned)
+    assert rows.exists()  # 64 rows over 64 lanes: some are in the dead relay's lanes
+    wait_for(lambda: not pending_count(), 30, "the live relays to publish every lane")
+    assert relays[1].alive and relays[2].alive
 
 
 def test_a_commit_wakes_an_idle_relay_within_milliseconds_and_metrics_count_it(start_relay):

@@ -31,7 +31,11 @@ from tests.support.relay import (
 )
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 PER_LANE = 20  # a batch of the first relay: 20 rows of each of the 64 lanes (prefetching)
 

@@ -36,7 +36,11 @@ from outbox.services import Event, enqueue
 from scripts.services import KafkaNode, free_ports
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 RELAY_USER, RELAY_PASSWORD = "relay", "relay-secret"
 _PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"

@@ -22,7 +22,11 @@ from tests.support.processes import RELAY_TIMING, database_url
 from tests.support.relay import wait_until_serving
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 
 class FreezingProxy:

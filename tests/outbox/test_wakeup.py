@@ -23,10 +23,20 @@ def relay_connection(test_database_url: str):
     wakeup.stop_notifier()
 
 
-def wake_ups(conn: psycopg.Connection, within: float) -> int:
-    """NOTIFYs that arrive within `within` seconds, and in a short while after the first."""
-    first = list(conn.notifies(timeout=within, stop_after=1))
-    return len(first) + len(list(conn.notifies(timeout=0.3))) if first else 0
+SENTINEL = "sentinel"
+
+
+def wake_ups(conn: psycopg.Connection, expect_one: bool = True) -> int:
+    """The writers' NOTIFYs: (when one is expected) wait for it, then count the others that
+    arrive before a sentinel NOTIFY this connection sends. Notifications come in commit
+    order, so no NOTIFY committed before the sentinel can arrive after it."""
+    if expect_one and not list(conn.notifies(timeout=30, stop_after=1)):
+        return 0
+    conn.execute("SELECT pg_notify(%s, %s)", [wakeup.CHANNEL, SENTINEL])
+    for others, notify in enumerate(conn.notifies(timeout=30)):
+        if notify.payload == SENTINEL:
+            return expect_one + others
+    raise AssertionError("the sentinel NOTIFY never came back")
 
 
 def writer_thread_busy(conn: psycopg.Connection) -> bool:
@@ -42,39 +52,39 @@ def test_writers_wake_a_relay_once_per_announcement_and_never_while_it_is_busy(
     relay_connection,
 ):
     count = services.count_create(name="woken")  # a fresh writer assumes a relay may idle
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
 
     for _ in range(5):  # no announcement since: the relay is busy and claims again anyway
         services.count_increment(count_id=count.id)
-    assert wake_ups(relay_connection, within=0.5) == 0
+    assert wake_ups(relay_connection, expect_one=False) == 0
 
     for _ in range(3):
         wakeup.announce_idle(relay_connection)
         services.count_increment(count_id=count.id)
         services.count_increment(count_id=count.id)
-        assert wake_ups(relay_connection, within=2.0) == 1
+        assert wake_ups(relay_connection) == 1
 
 
 def test_a_commit_made_before_the_writer_heard_the_announcement_still_wakes_the_relay(
     relay_connection,
 ):
     count = services.count_create(name="crossed")
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
     services.count_increment(count_id=count.id)  # no relay idles yet: no NOTIFY
-    assert wake_ups(relay_connection, within=0.3) == 0
+    assert wake_ups(relay_connection, expect_one=False) == 0
 
     wakeup.announce_idle(relay_connection)  # the relay's last claim may have missed it
 
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
 
 
 def test_an_announcement_without_new_commits_sends_nothing(relay_connection):
     services.count_create(name="quiet")
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
 
     wakeup.announce_idle(relay_connection)
 
-    assert wake_ups(relay_connection, within=0.5) == 0
+    assert wake_ups(relay_connection, expect_one=False) == 0
 
 
 def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
@@ -86,8 +96,24 @@ def test_an_announcement_that_arrives_during_the_writers_notify_is_heard(
     count = services.count_create(name="crossing")
     wait_for(lambda: writer_thread_busy(relay_connection), 10, "the writer's NOTIFY", every=0.01)
     relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces meanwhile
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
 
     services.count_increment(count_id=count.id)
 
-    assert wake_ups(relay_connection, within=2.0) == 1
+    assert wake_ups(relay_connection) == 1
+
+
+def test_a_commit_made_during_the_writers_notify_wakes_a_relay_that_announced_meanwhile(
+    relay_connection, monkeypatch
+):
+    # Both reach the thread while its NOTIFY runs: the announcement comes with the reply
+    # (psycopg keeps it aside) and the commit only sets a flag (no relay was idle yet).
+    monkeypatch.setattr(wakeup, "_NOTIFY", "SELECT pg_notify(%s, ''), pg_sleep(1)")
+    count = services.count_create(name="crossing-commit")
+    wait_for(lambda: writer_thread_busy(relay_connection), 10, "the writer's NOTIFY", every=0.01)
+    relay_connection.execute(f"NOTIFY {wakeup.IDLE_CHANNEL}")  # the relay announces ...
+    services.count_increment(count_id=count.id)  # ... and then misses this commit
+    assert writer_thread_busy(relay_connection)  # the commit came while the NOTIFY ran
+    assert wake_ups(relay_connection) == 1  # the first commit's NOTIFY
+
+    assert wake_ups(relay_connection) == 1  # and one for the crossing commit

@@ -3,7 +3,6 @@ registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from scripts.services import (
     KafkaNode,
     free_ports,
 )
-from tests.support.paths import FAULTS_HOME
 from tests.support.processes import AppProcess, AppProcesses, database_url
 from tests.support.servers import KafkaCluster, PrivatePostgres, PrivateRedis, private_kafka_node
 
@@ -67,9 +65,11 @@ def test_database_url(transactional_db) -> str:
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     (port,) = free_ports(1)
-    server = PrivatePostgres(FAULTS_HOME / f"pg-{uuid.uuid4().hex[:8]}", port).init()
-    yield server
-    server.destroy()
+    server = PrivatePostgres(port)
+    try:
+        yield server.init()
+    finally:
+        server.destroy()
 
 
 @pytest.fixture

@@ -3,5 +3,5 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# PostgreSQL runs as the `postgres` OS user, which cannot enter pytest's private tmp dirs.
-FAULTS_HOME = ROOT / ".local" / "faults"
+# The fault scenarios append their figures here (docs/reliability.md's tables come from it).
+RELIABILITY_FIGURES = ROOT / ".local" / "reliability-figures.jsonl"

@@ -5,7 +5,8 @@ subprocesses inherit through COUNTSTREAM_TEST_RUN), so tests never see each othe
 its topics and keys are deleted afterwards.
 `relay_pending()` publishes the outbox with the real relay; `publish_pending()` is a
 stand-in that moves rows to Kafka byte for byte, for read-side tests inside a transaction.
-The `kafka_consumer_factory` fixture gives plain consumers that read topics from the start.
+The `kafka_producer` and `kafka_consumer_factory` fixtures give plain clients (consumers read
+topics from the start).
 """
 
 from __future__ import annotations
@@ -153,6 +154,13 @@ def set_max_message_bytes(topic: str, value: str) -> None:
         return configs["max.message.bytes"].value == value
 
     wait_for(applied, 20, f"max.message.bytes={value} on {topic}")
+
+
+@pytest.fixture
+def kafka_producer() -> Iterator[Producer]:
+    producer = Producer(client_config())
+    yield producer
+    producer.flush(10)
 
 
 @pytest.fixture

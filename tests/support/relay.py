@@ -67,6 +67,7 @@ class Received:
     event_id: str
     headers: dict[str, str]
     value: dict
+    created_ms: int  # the producer's CreateTime: when a relay handed it to librdkafka
 
 
 def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
@@ -105,6 +106,7 @@ def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
                         headers["event_id"],
                         headers,
                         json.loads(message.value()),
+                        message.timestamp()[1],
                     )
                 )
                 seen.add(headers["event_id"])
@@ -119,16 +121,36 @@ def outbox_in_commit_order() -> list[OutboxMessage]:
     return list(OutboxMessage.objects.order_by("id"))
 
 
-def delivery_audit(rows: list[OutboxMessage]) -> dict[str, int]:
-    """Read the rows' events back from Kafka (per-key commit order is asserted on the way):
-    how many were written, delivered, duplicated and lost."""
-    figures = assert_commit_order(read_back({str(row.event_id) for row in rows}), rows)
+def delivery_audit(
+    rows: list[OutboxMessage], received: list[Received] | None = None
+) -> dict[str, int]:
+    """Read the rows' events back from Kafka unless `received` has them (per-key commit
+    order is asserted on the way): how many were written, delivered, duplicated and lost."""
+    if received is None:
+        received = read_back({str(row.event_id) for row in rows})
+    figures = assert_commit_order(received, rows)
     return {
         "written": len(rows),
         "delivered": figures["delivered"],
         "duplicated": figures["duplicates"],
         "lost": len(rows) - figures["delivered"],
     }
+
+
+def sent_again_after(received: list[Received], moments_ms: list[int]) -> list[int]:
+    """For each moment (say a relay's SIGKILL): the events sent both since the moment before
+    it and after it. The relay killed then had them on their way, delivered but not marked."""
+    copies: dict[str, list[int]] = defaultdict(list)
+    for message in received:
+        copies[message.event_id].append(message.created_ms)
+    bounds = zip([0, *moments_ms], moments_ms, strict=False)
+    return [
+        sum(
+            any(since < t <= moment for t in times) and max(times) > moment
+            for times in copies.values()
+        )
+        for since, moment in bounds
+    ]
 
 
 def assert_commit_order(received: list[Received], rows: list[OutboxMessage]) -> dict:

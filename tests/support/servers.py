@@ -10,10 +10,11 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -37,10 +38,15 @@ def _postgres_bin() -> Path:
 
 @dataclass
 class PrivatePostgres:
-    """A throw-away PostgreSQL cluster (initdb) that a test may stop, crash and restart."""
+    """A throw-away PostgreSQL cluster (initdb) that a test may stop, crash and restart.
 
-    home: Path
+    It runs as the `postgres` OS user, so its folder is a fresh one in the system's temp
+    folder, owned by `postgres`: neither the checkout (a clone may sit in a 0700 folder) nor
+    pytest's tmp folders (0700) can be entered by that user.
+    """
+
     port: int
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="countstream-pg-")))
     user: str = "countstream"
     password: str = "countstream"
 
@@ -53,7 +59,6 @@ class PrivatePostgres:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/").stdout
 
     def init(self) -> PrivatePostgres:
-        self.home.mkdir(parents=True)
         shutil.chown(self.home, "postgres", "postgres")
         pg = _postgres_bin()
         self._as_postgres(str(pg / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust")

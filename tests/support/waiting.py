@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tests.support.paths import FAULTS_HOME
+from tests.support.paths import RELIABILITY_FIGURES
 
 T = TypeVar("T")
 
@@ -30,6 +30,6 @@ def report(scenario: str, **figures: Any) -> None:
         {"scenario": scenario, "at": time.strftime("%FT%TZ", time.gmtime()), **figures}
     )
     print(line, flush=True)
-    FAULTS_HOME.parent.mkdir(exist_ok=True)
-    with open(FAULTS_HOME.parent / "reliability-figures.jsonl", "a") as figures_file:
+    RELIABILITY_FIGURES.parent.mkdir(exist_ok=True)
+    with open(RELIABILITY_FIGURES, "a") as figures_file:
         figures_file.write(line + "\n")

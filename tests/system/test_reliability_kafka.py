@@ -27,7 +27,7 @@ from tests.support.relay import delivery_audit, outbox_in_commit_order, pending_
 from tests.support.servers import crash_broker
 from tests.support.waiting import report, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 OUTAGE_SECONDS = 20
 BROKER_START_SECONDS = 12

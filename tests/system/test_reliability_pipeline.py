@@ -10,6 +10,7 @@ import json
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
@@ -22,16 +23,19 @@ from outbox.models import OutboxMessage
 from outbox.services import serialize
 from tests.support.load import SteadyLoad
 from tests.support.pipeline import database_truth, read_model_state
-from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS
+from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS, AppProcess
 from tests.support.relay import (
     delivery_audit,
+    enqueue_backlog,
     outbox_in_commit_order,
     pending_count,
+    read_back,
+    sent_again_after,
     wait_until_serving,
 )
 from tests.support.waiting import report, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 def make_counts(n: int) -> list[Count]:
@@ -42,34 +46,67 @@ def increment_one_of(counts: list[Count]):
     return lambda n: services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
 
 
-def test_relay_sigkilled_ten_times_under_steady_writes_loses_and_reorders_nothing(app_stack):
-    counts = make_counts(20)
-    seed = random.randrange(2**32)
-    chance = random.Random(seed)
-    relay = app_stack("relay", *RELAY_ARGS)
+# Each kill lands while the relay works through a burst of BURST rows, in batches of
+# RELAY_BATCH: at 100 writes/s alone it is idle most of the time, and a kill then tests little.
+BURST, BURST_KEYS, RELAY_BATCH = 4000, 40, 200
 
+
+@dataclass(frozen=True)
+class Kill:
+    at_ms: int  # epoch ms, as the CreateTime of the messages around it
+    marked_before: int  # rows of its burst the relay had marked published
+    pending_after: int  # rows of its burst it left pending: claimed, in flight or waiting
+
+
+def kill_mid_batch(relay: AppProcess, n: int) -> Kill:
+    """Commit a burst, and SIGKILL the relay once it has marked some of it and not all."""
+    keys = [f"burst-{n}-{k}" for k in range(BURST_KEYS)]
+    enqueue_backlog(keys, per_key=BURST // BURST_KEYS)
+    burst = OutboxMessage.objects.filter(key__in=keys)
+    marked = burst.filter(state=OutboxMessage.State.PUBLISHED)
+    wait_for(marked.exists, 30, "the relay to work on the burst", every=0.005)
+    at_ms = int(time.time() * 1000)
+    relay.kill()
+    return Kill(at_ms, marked.count(), burst.filter(state=OutboxMessage.State.PENDING).count())
+
+
+def test_relay_sigkilled_ten_times_mid_batch_under_steady_writes_loses_and_reorders_nothing(
+    app_stack,
+):
+    counts = make_counts(20)
+    relay = app_stack("relay", *RELAY_ARGS, "--batch-size", str(RELAY_BATCH))
+
+    kills: list[Kill] = []
     with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
-        for _ in range(10):
+        for n in range(10):
             wait_until_serving(relay)
-            time.sleep(chance.uniform(0.05, 0.8))  # somewhere mid-batch, mid-delivery
-            relay.restart()
+            kills.append(kill_mid_batch(relay, n))
+            relay.start()
     stopped = time.monotonic()
     wait_for(lambda: pending_count() == 0, 60, "the restarted relay to drain the outbox")
     drain_seconds = time.monotonic() - stopped
     assert relay.terminate() == 0
 
     rows = outbox_in_commit_order()
-    figures = delivery_audit(rows)
+    received = read_back({str(row.event_id) for row in rows})
+    figures = delivery_audit(rows, received)
+    sent_again = sent_again_after(received, [kill.at_ms for kill in kills])
     report(
         "relay-sigkill-x10",
-        seed=seed,
-        kills=10,
+        kills=len(kills),
+        kills_mid_batch=sum(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills),
+        kills_with_rows_sent_again=sum(n > 0 for n in sent_again),
+        rows_left_pending_by_each_kill=[kill.pending_after for kill in kills],
+        rows_sent_again_after_each_kill=sent_again,
         writes=writes.done,
         failed_writes=len(writes.errors),
         **figures,
         drain_after_load_s=round(drain_seconds, 2),
     )
     assert writes.errors == []
+    # Every kill caught the relay with rows of its burst done and rows on their way.
+    assert all(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills), kills
+    assert sum(sent_again) > 0  # some were even delivered, unmarked: sent again, not lost
     assert figures["delivered"] == len(rows)
 
 

@@ -7,6 +7,7 @@ broker with this test's own topics. Each scenario prints its figures as a JSON l
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import time
 
@@ -25,7 +26,7 @@ from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS, api_client, run_m
 from tests.support.relay import delivery_audit
 from tests.support.waiting import report, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 def timed_get(api: httpx.Client, url: str, latencies: list[float]) -> httpx.Response:
@@ -77,8 +78,10 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
         time.sleep(3)
     lag_while_down = pipeline.lag()
 
+    consumer.process.send_signal(signal.SIGSTOP)  # nothing touches the cache while we look
     persistent_redis.start()  # with its data: the entries cached before the outage are back
     restored = store.exists(*cached_keys)
+    consumer.process.send_signal(signal.SIGCONT)
     back = time.monotonic()
     wait_for(lambda: read_model_state(store) == database_truth(), 60, "the held-back events")
     resumed = time.monotonic() - back
@@ -100,6 +103,7 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
         stale_after_restart=sum(served[key] != value for key, value in truth.items()),
     )
     assert (writes.errors, reads.errors) == ([], [])
+    assert restored == len(counts)  # every entry came back stale: the fault really hit
     assert lag_while_down > 0  # nothing was committed, so nothing was skipped
     assert served == truth
 
@@ -161,23 +165,28 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
     api = api_client(base_url, seeded["token"])
     wait_for(lambda: read_model_state() == db.truth(), 60, "the first events")
     acked_at: list[float] = []
+    refused_at: list[float] = []  # when a 503 came back
 
     def write(n: int) -> None:
         count_id = seeded["counts"][n % len(seeded["counts"])]
         response = api.post(f"/api/counts/{count_id}/increment/", json={"delta": 1})
+        if response.status_code == 503:
+            refused_at.append(time.monotonic())
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}")
         acked_at.append(time.monotonic())
 
     with SteadyLoad(write, per_second=20) as writes:
-        time.sleep(2)
+        wait_for(lambda: len(acked_at) >= 10, 60, "writes to go through")
         private_postgres.stop("immediate")  # a crash: recovery runs on start
         down = time.monotonic()
-        time.sleep(3)
+        time.sleep(3)  # the outage
+        # The web must say so while it lasts, not only let writes fail somehow.
+        wait_for(lambda: refused_at and refused_at[-1] > down, 30, "a 503 while it is down")
         private_postgres.start()
         back = time.monotonic()
         wait_for(lambda: acked_at[-1] > back, 30, "the web server to reconnect")
-        time.sleep(3)
+        time.sleep(3)  # writes go on after the outage
     web_back = min(t for t in acked_at if t > back) - back
     wait_for(lambda: db.pending() == 0, 60, "the relay to reconnect and publish")
     relay_back = time.monotonic() - back
@@ -192,6 +201,7 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
         database_down_s=round(back - down, 1),
         api_writes_acknowledged=writes.done,
         api_writes_failed=len(writes.errors),
+        refused_with_503_while_down=sum(down <= t <= back for t in refused_at),
         failures=sorted(set(writes.errors)),
         web_writing_again_after_s=round(web_back, 2),
         relay_drained_after_s=round(relay_back, 2),

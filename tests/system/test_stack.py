@@ -13,7 +13,10 @@ from django.db import connection
 from django_redis import get_redis_connection
 
 from infra.kafka import admin_client
+from scripts.services import KafkaNode, Postgres, Redis
 from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.stack
 
 
 @pytest.mark.django_db
@@ -54,13 +57,21 @@ def test_kafka_round_trip_with_committed_offset(kafka_producer, kafka_consumer_f
     assert [tp.offset for tp in offsets.topic_partitions] == [1]
 
 
-def _processes(pattern: str) -> int:
-    out = subprocess.run(["pgrep", "-fc", pattern], capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
+def listeners() -> dict[int, str]:
+    """What listens on each service's port (`ss`: process name and pid). Only these ports:
+    other tests start and stop private Redis and Kafka servers all the time."""
+    ports = [Postgres().address[1], Redis().address[1], KafkaNode.from_env().port]
+    return {
+        port: subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split("users:", 1)[-1]
+        for port in ports
+    }
 
 
 def test_services_start_is_idempotent():
-    before = (_processes("kafka.Kafka"), _processes("redis-server"))
+    before = listeners()
+    assert all("pid=" in listener for listener in before.values()), before
     for _ in range(2):
         result = subprocess.run(
             [sys.executable, "scripts/services.py", "start"],
@@ -70,8 +81,8 @@ def test_services_start_is_idempotent():
             timeout=120,
         )
         assert result.returncode == 0, result.stderr
-        assert "reusing" in result.stdout
-    assert (_processes("kafka.Kafka"), _processes("redis-server")) == before
+        assert result.stdout.count("reusing") == 3, result.stdout  # postgres, redis, kafka
+    assert listeners() == before
 
 
 def test_services_status_names_the_broker_version():

@@ -26,7 +26,7 @@ from tests.support.paths import ROOT
 from tests.support.processes import api_client, process_env
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 CLIENTS = 40
 LOAD_SECONDS = 4

@@ -17,7 +17,9 @@ NAME_MAX_LENGTH = Count._meta.get_field("name").max_length
 TEXT_PATTERN = r"^[^\x00]*$"
 # For fields that may be blank: the schema then offers "" as a oneOf branch of its own.
 NON_EMPTY_TEXT_PATTERN = r"^[^\x00]+$"
-NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Every character Python's str.strip() removes, spelt out: regex engines disagree on \s.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = rf"^[^\x00]*[^{WHITESPACE}\x00][^\x00]*$"
 
 
 class ClosedSchema:

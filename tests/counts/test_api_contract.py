@@ -8,6 +8,7 @@ coverage phase is deterministic, so the random run spends its time fuzzing inste
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -21,6 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 SCHEMATHESIS = Path(sys.executable).with_name("st")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 EXAMPLES_PER_OPERATION = 15
 ALL_PHASES = "examples,coverage,fuzzing,stateful"
 
@@ -62,5 +64,6 @@ def test_the_live_api_keeps_its_openapi_schema(live_api, seed, phases, tmp_path)
         "none",
     ]
     # In tmp_path: schemathesis keeps a cache in its working directory.
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert run.returncode == 0, f"schemathesis (seed {seed}) found failures:\n{run.stdout}"

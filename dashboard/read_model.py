@@ -262,7 +262,8 @@ class Snapshot:
         return ranked[:TOP_COUNTS]
 
 
-def _entry(count_id: str, raw: bytes) -> dict:
+def count_entry(count_id: str, raw: bytes) -> dict:
+    """One count of the counts hash: id, name, value and the newest version applied."""
     entry = json.loads(raw)
     return {
         "id": count_id,
@@ -279,7 +280,7 @@ def snapshot(client: Redis | None = None) -> Snapshot:
     pipe.lrange(feed_key(), 0, FEED_ENTRIES - 1)
     pipe.xrevrange(stream_key(), count=1)
     raw_counts, feed, newest = pipe.execute()
-    counts = {cid.decode(): _entry(cid.decode(), raw) for cid, raw in raw_counts.items()}
+    counts = {cid.decode(): count_entry(cid.decode(), raw) for cid, raw in raw_counts.items()}
     stream_id = newest[0][0].decode() if newest else "0"
     return Snapshot(counts=counts, feed=[json.loads(c) for c in feed], stream_id=stream_id)
 

@@ -55,13 +55,8 @@ def operations(consumer_stats: dict[str, str]) -> dict:
 
 def _entry(count_id: str, raw: bytes) -> dict:
     """One count as the pages get it; values are strings (JavaScript has no int64)."""
-    entry = json.loads(raw)
-    return {
-        "id": count_id,
-        "name": entry.get("name") or count_id,
-        "value": str(entry["value"]),
-        "version": max(entry["vv"], entry["nv"]),
-    }
+    entry = read_model.count_entry(count_id, raw)
+    return {**entry, "value": str(entry["value"])}
 
 
 def _entries(client: Redis, count_ids: Iterable[str]) -> list[dict]:

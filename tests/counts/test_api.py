@@ -19,19 +19,13 @@ from counts.services import count_create, count_increment, count_update_info
 from outbox.relay import Relay, RelayOptions
 from tests.support.outbox_watch import OutboxWatch, info_event, value_event
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache_keys")]
 
 LIST = "/api/counts/"
 
 
 def detail(count_id) -> str:
     return f"/api/counts/{count_id}/"
-
-
-@pytest.fixture(autouse=True)
-def private_cache_keys(settings):
-    """Each test reads and fills its own cache entries, never another test's pages."""
-    settings.CACHE_KEY_PREFIX = f"{settings.CACHE_KEY_PREFIX}:{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

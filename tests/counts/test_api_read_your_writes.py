@@ -5,30 +5,23 @@ the second read fresh. The consumer's invalidation stays the guarantee for every
 writer (tests/dashboard/test_consumer.py).
 """
 
-import uuid
-
 import pytest
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from counts.models import Count
 from counts.services import count_create, count_increment
+from tests.support.api_clients import token_client
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]  # the cache
-
-
-@pytest.fixture(autouse=True)
-def private_cache_keys(settings):
-    settings.CACHE_KEY_PREFIX = f"{settings.CACHE_KEY_PREFIX}:{uuid.uuid4().hex[:8]}"
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("private_cache_keys"),
+]  # the cache
 
 
 @pytest.fixture
 def client() -> APIClient:
-    user = get_user_model().objects.create_user("writer", password="pw")
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return api
+    return token_client("writer")
 
 
 @pytest.fixture

@@ -6,33 +6,23 @@ import threading
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connections, transaction
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from counts.models import Count
 from counts.selectors import count_get
 from counts.services import StaleVersion, count_create, count_increment, count_set
+from tests.support.api_clients import token_client
 from tests.support.locks import a_session_waits_for_a_lock
 from tests.support.outbox_watch import OutboxWatch, info_event, value_event
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def private_cache_keys(settings):
-    """Each test reads its own cache entries (no consumer runs here to invalidate them)."""
-    settings.CACHE_KEY_PREFIX = f"{settings.CACHE_KEY_PREFIX}:{uuid.uuid4().hex[:8]}"
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache_keys")]
 
 
 @pytest.fixture
 def client() -> APIClient:
-    user = get_user_model().objects.create_user("editor", password="pw")
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return api
+    return token_client("editor")
 
 
 @pytest.fixture

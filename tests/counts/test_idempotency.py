@@ -21,6 +21,7 @@ from counts.selectors import count_get
 from counts.services import count_create, count_increment
 from infra.topics import topic_name
 from outbox.models import OutboxMessage
+from tests.support.api_clients import token_client
 from tests.support.locks import a_session_waits_for_a_lock
 from tests.support.outbox_watch import OutboxWatch
 from tests.support.relay import pending_count, read_back, wait_until_serving
@@ -35,16 +36,9 @@ def increment_url(count: Count) -> str:
     return f"{LIST}{count.id}/increment/"
 
 
-def client_of(username: str) -> APIClient:
-    user = get_user_model().objects.create_user(username, password="pw")
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return api
-
-
 @pytest.fixture
 def client() -> APIClient:
-    return client_of("retrier")
+    return token_client("retrier")
 
 
 @pytest.fixture
@@ -127,7 +121,7 @@ def test_a_key_reused_for_another_request_is_a_422_and_writes_nothing(client, co
 
 
 def test_keys_are_per_user(client, count):
-    other = client_of("someone-else")
+    other = token_client("someone-else")
     assert post(client, increment_url(count), {"delta": 1}, key="shared").status_code == 200
     response = post(other, increment_url(count), {"delta": 1}, key="shared")
     assert "Idempotent-Replayed" not in response

@@ -130,3 +130,29 @@ def test_an_anonymous_visitor_is_turned_away(app_stack, open_page):
     page.fill("#id_password", "wrong")
     page.click("button[type=submit]")
     expect(page.locator(".error")).to_be_visible()
+
+
+def test_64_bit_values_and_their_total_stay_exact_live(app_stack, open_page, viewer):
+    """JavaScript numbers and Lua numbers are doubles: past 2**53 they round. The page must
+    show values and the total to the last digit, also when they change live."""
+    writer = get_user_model().objects.create_user("writer", password="not-used")
+    api = api_client("", Token.objects.create(user=writer).key)
+    _, url = app_stack("web")
+    app_stack("relay", "--metrics-port=0")
+    app_stack("consume", "--metrics-port=0")
+    api.base_url = url
+    big = 2**62 + 1  # not a double
+    ids = [
+        api.post("/api/counts/", json={"name": name, "value": value}).json()["id"]
+        for name, value in (("big", big), ("small", -(2**53) - 1))
+    ]
+    page = open_page()
+    log_in(page, url, *viewer)
+    big_row = page.locator(f'tr[data-count-id="{ids[0]}"] .value')
+    expect(big_row).to_have_text(f"{big:,}", timeout=LIVE)
+    expect(page.locator("#value-total")).to_have_text(f"{big - 2**53 - 1:,}", timeout=LIVE)
+
+    assert api.post(f"/api/counts/{ids[0]}/increment/", json={"delta": 2}).status_code == 200
+
+    expect(big_row).to_have_text(f"{big + 2:,}", timeout=LIVE)
+    expect(page.locator("#value-total")).to_have_text(f"{big + 2 - 2**53 - 1:,}", timeout=LIVE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -44,6 +45,16 @@ def viewer() -> tuple[str, str]:
     return "viewer", "see-it-all"
 
 
+@pytest.fixture
+def live_stack(app_stack) -> tuple[str, httpx.Client]:
+    """Web, relay and consumer running; the web's URL and an API client with a writer's token."""
+    writer = get_user_model().objects.create_user("writer", password="not-used")
+    _, url = app_stack("web")
+    app_stack("relay", "--metrics-port=0")
+    app_stack("consume", "--metrics-port=0")
+    return url, api_client(url, Token.objects.create(user=writer).key)
+
+
 def log_in(page: Page, url: str, username: str, password: str) -> None:
     page.goto(f"{url}/")
     expect(page).to_have_url(f"{url}/login/?next=/")
@@ -54,13 +65,10 @@ def log_in(page: Page, url: str, username: str, password: str) -> None:
     expect(page.locator("#connection")).to_have_text("live")
 
 
-def test_a_viewer_sees_the_chart_and_api_writes_arrive_without_reload(app_stack, open_page, viewer):
-    writer = get_user_model().objects.create_user("writer", password="not-used")
-    api = api_client("", Token.objects.create(user=writer).key)
-    _, url = app_stack("web")
-    app_stack("relay", "--metrics-port=0")
-    app_stack("consume", "--metrics-port=0")
-    api.base_url = url
+def test_a_viewer_sees_the_chart_and_api_writes_arrive_without_reload(
+    live_stack, open_page, viewer
+):
+    url, api = live_stack
     created = api.post("/api/counts/", json={"name": "in the browser", "value": 1})
     assert created.status_code == 201, created.text
     count_id = created.json()["id"]
@@ -132,15 +140,10 @@ def test_an_anonymous_visitor_is_turned_away(app_stack, open_page):
     expect(page.locator(".error")).to_be_visible()
 
 
-def test_64_bit_values_and_their_total_stay_exact_live(app_stack, open_page, viewer):
+def test_64_bit_values_and_their_total_stay_exact_live(live_stack, open_page, viewer):
     """JavaScript numbers and Lua numbers are doubles: past 2**53 they round. The page must
     show values and the total to the last digit, also when they change live."""
-    writer = get_user_model().objects.create_user("writer", password="not-used")
-    api = api_client("", Token.objects.create(user=writer).key)
-    _, url = app_stack("web")
-    app_stack("relay", "--metrics-port=0")
-    app_stack("consume", "--metrics-port=0")
-    api.base_url = url
+    url, api = live_stack
     big = 2**62 + 1  # not a double
     ids = [
         api.post("/api/counts/", json={"name": name, "value": value}).json()["id"]

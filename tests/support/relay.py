@@ -70,10 +70,13 @@ class Received:
     created_ms: int  # the producer's CreateTime: when a relay handed it to librdkafka
 
 
-def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
+def read_back(
+    expected_ids: set[str], timeout: float = 60, *, require_all: bool = True
+) -> list[Received]:
     """Every message of the topics from the beginning, until all expected event ids are in.
 
-    Messages come in partition order, which is what per-key order on the wire means.
+    Messages come in partition order, which is what per-key order on the wire means. With
+    `require_all` False, events still missing after `timeout` are the caller's to count.
     """
     consumer = Consumer(
         client_config(
@@ -113,7 +116,7 @@ def read_back(expected_ids: set[str], timeout: float = 60) -> list[Received]:
     finally:
         consumer.close()
     missing = expected_ids - seen
-    assert not missing, f"{len(missing)} of {len(expected_ids)} events never arrived"
+    assert not (require_all and missing), f"{len(missing)} of {len(expected_ids)} never arrived"
     return received
 
 
@@ -125,9 +128,11 @@ def delivery_audit(
     rows: list[OutboxMessage], received: list[Received] | None = None
 ) -> dict[str, int]:
     """Read the rows' events back from Kafka unless `received` has them (per-key commit
-    order is asserted on the way): how many were written, delivered, duplicated and lost."""
+    order of those that arrived is asserted on the way): how many were written, delivered,
+    duplicated and lost. A loss is counted, not raised, so that the figures of a failing
+    run are reported too; the caller asserts `lost == 0` after reporting."""
     if received is None:
-        received = read_back({str(row.event_id) for row in rows})
+        received = read_back({str(row.event_id) for row in rows}, require_all=False)
     figures = assert_commit_order(received, rows)
     return {
         "written": len(rows),
@@ -154,7 +159,8 @@ def sent_again_after(received: list[Received], moments_ms: list[int]) -> list[in
 
 
 def assert_commit_order(received: list[Received], rows: list[OutboxMessage]) -> dict:
-    """Per topic and key, the first arrival of each event follows outbox id (commit) order.
+    """Per topic and key, the first arrival of each event follows outbox id (commit) order
+    (among the events that arrived: a missing one is a loss, which the figures count).
 
     Returns figures: events expected, delivered, duplicates.
     """
@@ -170,7 +176,9 @@ def assert_commit_order(received: list[Received], rows: list[OutboxMessage]) -> 
     wanted = {event_id for ids in expected.values() for event_id in ids}
     for stream, ids in expected.items():
         got = [event_id for event_id in arrived[stream] if event_id in wanted]
-        assert got == ids, f"order broken for {stream}"
+        assert got == [event_id for event_id in ids if event_id in firsts], (
+            f"order broken for {stream}"
+        )
     return {
         "expected": len(wanted),
         "delivered": len(firsts & wanted),

@@ -88,7 +88,7 @@ def test_relay_sigkilled_ten_times_mid_batch_under_steady_writes_loses_and_reord
     assert relay.terminate() == 0
 
     rows = outbox_in_commit_order()
-    received = read_back({str(row.event_id) for row in rows})
+    received = read_back({str(row.event_id) for row in rows}, require_all=False)
     figures = delivery_audit(rows, received)
     sent_again = sent_again_after(received, [kill.at_ms for kill in kills])
     report(
@@ -104,10 +104,10 @@ def test_relay_sigkilled_ten_times_mid_batch_under_steady_writes_loses_and_reord
         drain_after_load_s=round(drain_seconds, 2),
     )
     assert writes.errors == []
+    assert figures["lost"] == 0
     # Every kill caught the relay with rows of its burst done and rows on their way.
     assert all(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills), kills
     assert sum(sent_again) > 0  # some were even delivered, unmarked: sent again, not lost
-    assert figures["delivered"] == len(rows)
 
 
 def poison_messages() -> list[tuple]:

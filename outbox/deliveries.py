@@ -19,6 +19,7 @@ from django.conf import settings
 from infra.kafka import QUIET_LOG, KafkaErrorLog, client_config
 from outbox import metrics
 from outbox.claims import OutboxRow
+from outbox.partitions import CHECK_EVERY_S, OfflinePartitions
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 # sample of at most this many rows of a larger one: one observation costs about as much as a
 # produce(). A row's age is taken when its batch is acknowledged (no report per success).
 _TIMED_PER_BATCH = 256
+
+# A batch still unanswered after this long asks the cluster for partitions without a leader:
+# their messages would wait the whole `message.timeout.ms` and hold the batch up with them.
+_STALLED_AFTER_S = CHECK_EVERY_S
 
 # Safe-by-default producer settings; Django settings may tune them...
 _PRODUCER_DEFAULTS = {
@@ -63,6 +68,8 @@ class Deliveries:
         # takes nothing any more, and nothing of the batch counts as delivered.
         self.fatal_error: KafkaError | None = None
         self.producer = self._new_producer()
+        self.offline = OfflinePartitions()
+        self._topics: set[str] = set()  # of the batch in flight
 
     def renew(self) -> None:
         """A new producer, for one that failed fatally."""
@@ -72,18 +79,33 @@ class Deliveries:
     def send(self, rows: list[OutboxRow]) -> dict[int, KafkaError]:
         """Hand `rows` to librdkafka; return the rows it refused at once, by id.
 
-        After a row of a key is refused, the key's later rows are not produced.
+        After a row of a key is refused, the key's later rows are not produced. Rows whose
+        partition has no leader are not produced either: they fail as `_PURGE_QUEUE`.
         """
         self._failed.clear()
+        self._topics = {row.topic for row in rows}
+        if self.offline and self.offline.due():
+            self.offline.refresh(self.producer, self._topics)
+        held = self._held if self.offline else None  # no hash per row while all is well
         refused: dict[int, KafkaError] = {}
         refused_keys: set[str] = set()
         for row in rows:
             if self.fatal_error is not None:
                 break
-            if row.key not in refused_keys and (error := self._produce(row)) is not None:
+            if row.key in refused_keys:
+                continue
+            if error := (held and held(row)) or self._produce(row):
                 refused[row.id] = error
                 refused_keys.add(row.key)
         return refused
+
+    def _held(self, row: OutboxRow) -> KafkaError | None:
+        """The error of a row whose partition has no leader: it is not produced."""
+        partition = self.offline.partition_offline(row.topic, row.key)
+        if partition is None:
+            return None
+        reason = f"partition {partition} of {row.topic} has no leader"
+        return KafkaError(KafkaError._PURGE_QUEUE, reason)
 
     def _produce(self, row: OutboxRow) -> KafkaError | None:
         """Hand a row to librdkafka; the error if it refuses it (e.g. larger than allowed)."""
@@ -131,8 +153,11 @@ class Deliveries:
         shutdown `grace` ran out first (what is still out counts as unconfirmed).
         `between` runs every 0.1 s meanwhile (the lease session's heartbeat)."""
         deadline = None
+        stalled_at = time.monotonic() + _STALLED_AFTER_S
         while self._flush(0.1):
             between()
+            if time.monotonic() >= stalled_at and self.offline.due():
+                self._drop_offline()
             if stopping():
                 deadline = deadline or time.monotonic() + grace
                 if time.monotonic() > deadline:
@@ -144,6 +169,15 @@ class Deliveries:
                     self.abandon_unsent(grace)
                     return False
         return True
+
+    def _drop_offline(self) -> None:
+        """If partitions of the batch have no leader, drop what librdkafka has not sent yet
+        (it fails as `_PURGE_QUEUE`, the rows stay pending) so that the rest is settled now,
+        not after `message.timeout.ms`. Unsent messages of healthy partitions go too; their
+        keys are sent again a moment later."""
+        self.offline.refresh(self.producer, self._topics)
+        if self.offline:
+            self.producer.purge(in_queue=True, in_flight=False)
 
     def abandon_unsent(self, timeout: float) -> None:
         """Drop what librdkafka has not sent yet and wait (up to `timeout`) for what is on

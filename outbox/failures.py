@@ -10,6 +10,9 @@ retriable or fatal flag):
   ACL, not the message.
 - `fatal`: the producer can no longer be used (librdkafka raised a fatal error). The relay
   starts a new producer and pauses; nothing is parked.
+- `offline`: the message's partition has no leader (its broker is down and no replica
+  took over), so the relay held it back or dropped it unsent (`_PURGE_QUEUE`). Only its
+  key waits, rechecked every second; nothing pauses, nothing is parked.
 - `transient`: everything else is the cluster's (broker down, timeouts, no leader, unknown
   topic...). The rows stay pending and the relay pauses claiming with a backoff; however
   long it lasts, nothing is parked.
@@ -28,6 +31,7 @@ from infra.kafka import backoff
 from outbox import metrics
 from outbox.claims import TABLE, OutboxRow
 from outbox.models import OutboxMessage
+from outbox.partitions import CHECK_EVERY_S
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class Failure(Enum):
     REFUSED = "permanent"  # the metric's label, kept from before `denied` and `fatal`
     DENIED = "denied"
     FATAL = "fatal"
+    OFFLINE = "offline"
 
 
 # Refusals of this message: it will fail again however often it is sent.
@@ -78,6 +83,8 @@ def classify(error: KafkaError) -> Failure:
         return Failure.REFUSED
     if error.code() in _DENIED:
         return Failure.DENIED
+    if error.code() == KafkaError._PURGE_QUEUE:
+        return Failure.OFFLINE
     return Failure.TRANSIENT
 
 
@@ -123,6 +130,8 @@ class FailurePolicy:
                 self._back_off_refused(error, outcome)
             elif kind is Failure.DENIED:
                 self._back_off_denied(error, outcome)
+            elif kind is Failure.OFFLINE:
+                self._hold_offline(outcome)
             else:
                 self._pause_for_cluster(error, len(ids))
         return any(kind is Failure.FATAL for _, kind in groups)
@@ -137,6 +146,12 @@ class FailurePolicy:
             error,
             delay,
         )
+
+    def _hold_offline(self, outcome: list[tuple[int, str, str, int]]) -> None:
+        """Hold the keys back until their partition is checked again (Deliveries logs
+        which partitions are offline); every other key goes on."""
+        for _row_id, key, _state, _attempts in outcome:
+            self._key_retry_at[key] = time.monotonic() + CHECK_EVERY_S
 
     def _back_off_denied(self, error: str, outcome: list[tuple[int, str, str, int]]) -> None:
         """Hold the keys back: a denied topic delays only its own keys, and parks nothing."""

@@ -85,7 +85,7 @@ class Deliveries:
         self._failed.clear()
         self._topics = {row.topic for row in rows}
         if self.offline and self.offline.due():
-            self.offline.refresh(self.producer, self._topics)
+            self.offline.refresh(self._topics)
         held = self._held if self.offline else None  # no hash per row while all is well
         refused: dict[int, KafkaError] = {}
         refused_keys: set[str] = set()
@@ -156,8 +156,6 @@ class Deliveries:
         stalled_at = time.monotonic() + _STALLED_AFTER_S
         while self._flush(0.1):
             between()
-            if time.monotonic() >= stalled_at and self.offline.due():
-                self._drop_offline()
             if stopping():
                 deadline = deadline or time.monotonic() + grace
                 if time.monotonic() > deadline:
@@ -168,6 +166,8 @@ class Deliveries:
                     )
                     self.abandon_unsent(grace)
                     return False
+            elif time.monotonic() >= stalled_at and self.offline.due():
+                self._drop_offline()  # a stop gives the batch up anyway, after its grace
         return True
 
     def _drop_offline(self) -> None:
@@ -175,7 +175,7 @@ class Deliveries:
         (it fails as `_PURGE_QUEUE`, the rows stay pending) so that the rest is settled now,
         not after `message.timeout.ms`. Unsent messages of healthy partitions go too; their
         keys are sent again a moment later."""
-        self.offline.refresh(self.producer, self._topics)
+        self.offline.refresh(self._topics)
         if self.offline:
             self.producer.purge(in_queue=True, in_flight=False)
 

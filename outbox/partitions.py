@@ -13,7 +13,10 @@ import logging
 import time
 from collections.abc import Collection
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka import admin_client
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,15 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 class OfflinePartitions:
-    """The partitions of the relay's topics without a leader, as the cluster last said."""
+    """The partitions of the relay's topics without a leader, as the cluster last said.
+
+    It asks with an admin client of its own, made at the first question: a metadata request
+    that the producer sent and no broker answered would count among the producer's
+    outstanding work, and `flush()` waits for it.
+    """
 
     def __init__(self) -> None:
+        self._admin: AdminClient | None = None
         self._offline: dict[str, tuple[int, frozenset[int]]] = {}  # topic -> count, offline
         self._checked = 0.0
 
@@ -63,14 +72,15 @@ class OfflinePartitions:
     def due(self) -> bool:
         return time.monotonic() >= self._checked + CHECK_EVERY_S
 
-    def refresh(self, producer: Producer, topics: Collection[str]) -> None:
+    def refresh(self, topics: Collection[str]) -> None:
         """Ask the cluster; if it does not answer, every partition is out (an outage of
         the cluster, handled as such) and what was known stays."""
         self._checked = time.monotonic()
+        self._admin = self._admin or admin_client()
         offline = {}
         for topic in sorted(topics):
             try:
-                metadata = producer.list_topics(topic, timeout=_METADATA_TIMEOUT_S)
+                metadata = self._admin.list_topics(topic, timeout=_METADATA_TIMEOUT_S)
             except KafkaException:
                 return
             partitions = metadata.topics[topic].partitions

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from tests.support.paths import RELIABILITY_FIGURES
@@ -33,3 +34,21 @@ def report(scenario: str, **figures: Any) -> None:
     RELIABILITY_FIGURES.parent.mkdir(exist_ok=True)
     with open(RELIABILITY_FIGURES, "a") as figures_file:
         figures_file.write(line + "\n")
+
+
+@contextmanager
+def reporting(scenario: str) -> Iterator[dict[str, Any]]:
+    """Collect a scenario's figures in the dict it yields, as they are measured, and
+    report them however the block ends: `"outcome": "passed"`, or `"failed"` with the
+    failure and what was measured before it (a run that fails counts too)."""
+    figures: dict[str, Any] = {}
+    outcome: dict[str, Any] = {"outcome": "failed"}
+    try:
+        yield figures
+        outcome["outcome"] = "passed"
+    except BaseException as exc:
+        first_line = (str(exc).splitlines() or [""])[0]
+        outcome["failure"] = f"{type(exc).__name__}: {first_line}"
+        raise
+    finally:
+        report(scenario, **outcome, **figures)

@@ -25,7 +25,7 @@ from tests.support.pipeline import database_truth, read_model_state
 from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS, AppProcess, api_client
 from tests.support.relay import delivery_audit, outbox_in_commit_order, pending_count
 from tests.support.servers import crash_broker
-from tests.support.waiting import report, wait_for
+from tests.support.waiting import reporting, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
@@ -76,40 +76,38 @@ def test_broker_down_20s_under_api_writes_fails_no_write_and_drains_after(app_st
         url = f"/api/counts/{counts[n % len(counts)].id}/increment/"
         api.post(url, json={"delta": 1}).raise_for_status()
 
-    wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
-    with SteadyLoad(write, per_second=50) as writes:
-        time.sleep(2)
-        crash_broker(private_kafka)
-        down, written_before = time.monotonic(), writes.done
-        # The broker takes ~10-15 s to come back on this machine: that is part of the outage.
-        time.sleep(OUTAGE_SECONDS - BROKER_START_SECONDS)
-        private_kafka.start()
-        back = time.monotonic()
-        backlog, writes_during_outage = pending_count(), writes.done - written_before
-        time.sleep(2)
-    wait_for(lambda: pending_count() == 0, 90, "the relay to drain the backlog")
-    drained = time.monotonic() - back
-    wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
-    caught_up = time.monotonic() - back
+    with reporting("kafka-broker-down") as measured:
+        wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
+        with SteadyLoad(write, per_second=50) as writes:
+            time.sleep(2)
+            crash_broker(private_kafka)
+            down, written_before = time.monotonic(), writes.done
+            # The broker takes ~10-15 s to come back on this machine: part of the outage.
+            time.sleep(OUTAGE_SECONDS - BROKER_START_SECONDS)
+            private_kafka.start()
+            back = time.monotonic()
+            backlog, writes_during_outage = pending_count(), writes.done - written_before
+            measured.update(
+                outage_s=round(back - down, 1),
+                api_writes_during_outage=writes_during_outage,
+                backlog_at_restart=backlog,
+            )
+            time.sleep(2)
+        measured.update(api_writes=writes.done, failed_api_writes=len(writes.errors))
+        wait_for(lambda: pending_count() == 0, 90, "the relay to drain the backlog")
+        measured["drain_after_restart_s"] = round(time.monotonic() - back, 2)
+        wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
+        measured["dashboard_caught_up_after_restart_s"] = round(time.monotonic() - back, 2)
+        measured.update(
+            relay_warning_lines=complaints(relay), consumer_warning_lines=complaints(consumer)
+        )
 
-    figures = audit(outbox_in_commit_order(), bootstrap)
-    report(
-        "kafka-broker-down",
-        outage_s=round(back - down, 1),
-        api_writes=writes.done,
-        api_writes_during_outage=writes_during_outage,
-        failed_api_writes=len(writes.errors),
-        backlog_at_restart=backlog,
-        drain_after_restart_s=round(drained, 2),
-        dashboard_caught_up_after_restart_s=round(caught_up, 2),
-        relay_warning_lines=complaints(relay),
-        consumer_warning_lines=complaints(consumer),
-        **figures,
-    )
-    assert writes.errors == []
-    assert writes_during_outage > 0 and backlog > 0
-    assert figures["lost"] == 0
-    assert complaints(relay) <= 20 and complaints(consumer) <= 20
+        figures = audit(outbox_in_commit_order(), bootstrap)
+        measured.update(figures)
+        assert writes.errors == []
+        assert writes_during_outage > 0 and backlog > 0
+        assert figures["lost"] == 0
+        assert complaints(relay) <= 20 and complaints(consumer) <= 20
 
 
 def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
@@ -129,35 +127,32 @@ def test_three_broker_cluster_loses_a_leader_under_load_and_loses_no_event(
     def write(n: int) -> None:
         services.count_increment(count_id=counts[n % len(counts)].id, delta=1)
 
-    wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
-    value_topic = f"{settings.KAFKA_TOPIC_PREFIX}{events.COUNT_VALUE_UPDATED}"
-    victim = leader_of(bootstrap, value_topic)
-    with SteadyLoad(write, per_second=100) as writes:
-        time.sleep(3)
-        crash_broker(kafka_cluster.nodes[victim - 1])  # a partition leader
-        killed = time.monotonic()
-        time.sleep(8)
-    load_ended = time.monotonic()
-    survivors = ",".join(f"127.0.0.1:{n.port}" for n in kafka_cluster.nodes if n.node_id != victim)
-    wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
-    wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
-    settled, settled_after_load = time.monotonic() - killed, time.monotonic() - load_ended
+    with reporting("kafka-cluster-broker-killed") as measured:
+        wait_for(lambda: read_model_state() == database_truth(), 60, "the first events")
+        value_topic = f"{settings.KAFKA_TOPIC_PREFIX}{events.COUNT_VALUE_UPDATED}"
+        victim = leader_of(bootstrap, value_topic)
+        measured.update(brokers=3, replication=3, min_insync_replicas=2, killed_broker=victim)
+        with SteadyLoad(write, per_second=100) as writes:
+            time.sleep(3)
+            crash_broker(kafka_cluster.nodes[victim - 1])  # a partition leader
+            killed = time.monotonic()
+            time.sleep(8)
+        load_ended = time.monotonic()
+        measured.update(writes=writes.done, failed_writes=len(writes.errors))
+        survivors = ",".join(
+            f"127.0.0.1:{n.port}" for n in kafka_cluster.nodes if n.node_id != victim
+        )
+        wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
+        wait_for(lambda: read_model_state() == database_truth(), 60, "the dashboard to catch up")
+        measured.update(
+            all_delivered_and_applied_after_kill_s=round(time.monotonic() - killed, 2),
+            all_delivered_and_applied_after_load_s=round(time.monotonic() - load_ended, 2),
+        )
+        measured["new_leader"] = leader_of(survivors, value_topic)
 
-    figures = audit(outbox_in_commit_order(), survivors)
-    report(
-        "kafka-cluster-broker-killed",
-        brokers=3,
-        replication=3,
-        min_insync_replicas=2,
-        killed_broker=victim,
-        writes=writes.done,
-        failed_writes=len(writes.errors),
-        new_leader=leader_of(survivors, value_topic),
-        all_delivered_and_applied_after_kill_s=round(settled, 2),
-        all_delivered_and_applied_after_load_s=round(settled_after_load, 2),
-        **figures,
-    )
-    assert writes.errors == []
-    assert figures["lost"] == 0
-    assert Count.objects.count() == 20
-    assert relay.alive and consumer.alive
+        figures = audit(outbox_in_commit_order(), survivors)
+        measured.update(figures)
+        assert writes.errors == []
+        assert figures["lost"] == 0
+        assert Count.objects.count() == 20
+        assert relay.alive and consumer.alive

@@ -33,7 +33,7 @@ from tests.support.relay import (
     sent_again_after,
     wait_until_serving,
 )
-from tests.support.waiting import report, wait_for
+from tests.support.waiting import reporting, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
@@ -70,6 +70,14 @@ def kill_mid_batch(relay: AppProcess, n: int) -> Kill:
     return Kill(at_ms, marked.count(), burst.filter(state=OutboxMessage.State.PENDING).count())
 
 
+def kill_figures(kills: list[Kill]) -> dict:
+    return {
+        "kills": len(kills),
+        "kills_mid_batch": sum(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills),
+        "rows_left_pending_by_each_kill": [kill.pending_after for kill in kills],
+    }
+
+
 def test_relay_sigkilled_ten_times_mid_batch_under_steady_writes_loses_and_reorders_nothing(
     app_stack,
 ):
@@ -77,37 +85,33 @@ def test_relay_sigkilled_ten_times_mid_batch_under_steady_writes_loses_and_reord
     relay = app_stack("relay", *RELAY_ARGS, "--batch-size", str(RELAY_BATCH))
 
     kills: list[Kill] = []
-    with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
-        for n in range(10):
-            wait_until_serving(relay)
-            kills.append(kill_mid_batch(relay, n))
-            relay.start()
-    stopped = time.monotonic()
-    wait_for(lambda: pending_count() == 0, 60, "the restarted relay to drain the outbox")
-    drain_seconds = time.monotonic() - stopped
-    assert relay.terminate() == 0
+    with reporting("relay-sigkill-x10") as measured:
+        with SteadyLoad(increment_one_of(counts), per_second=100) as writes:
+            for n in range(10):
+                wait_until_serving(relay)
+                kills.append(kill_mid_batch(relay, n))
+                measured.update(kill_figures(kills))
+                relay.start()
+        stopped = time.monotonic()
+        measured.update(writes=writes.done, failed_writes=len(writes.errors))
+        wait_for(lambda: pending_count() == 0, 60, "the restarted relay to drain the outbox")
+        measured["drain_after_load_s"] = round(time.monotonic() - stopped, 2)
+        assert relay.terminate() == 0
 
-    rows = outbox_in_commit_order()
-    received = read_back({str(row.event_id) for row in rows}, require_all=False)
-    figures = delivery_audit(rows, received)
-    sent_again = sent_again_after(received, [kill.at_ms for kill in kills])
-    report(
-        "relay-sigkill-x10",
-        kills=len(kills),
-        kills_mid_batch=sum(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills),
-        kills_with_rows_sent_again=sum(n > 0 for n in sent_again),
-        rows_left_pending_by_each_kill=[kill.pending_after for kill in kills],
-        rows_sent_again_after_each_kill=sent_again,
-        writes=writes.done,
-        failed_writes=len(writes.errors),
-        **figures,
-        drain_after_load_s=round(drain_seconds, 2),
-    )
-    assert writes.errors == []
-    assert figures["lost"] == 0
-    # Every kill caught the relay with rows of its burst done and rows on their way.
-    assert all(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills), kills
-    assert sum(sent_again) > 0  # some were even delivered, unmarked: sent again, not lost
+        rows = outbox_in_commit_order()
+        received = read_back({str(row.event_id) for row in rows}, require_all=False)
+        sent_again = sent_again_after(received, [kill.at_ms for kill in kills])
+        measured.update(
+            kills_with_rows_sent_again=sum(n > 0 for n in sent_again),
+            rows_sent_again_after_each_kill=sent_again,
+        )
+        figures = delivery_audit(rows, received)
+        measured.update(figures)
+        assert writes.errors == []
+        assert figures["lost"] == 0
+        # Every kill caught the relay with rows of its burst done and rows on their way.
+        assert all(kill.marked_before > 0 and kill.pending_after > 0 for kill in kills), kills
+        assert sum(sent_again) > 0  # some were even delivered, unmarked: sent again, not lost
 
 
 def poison_messages() -> list[tuple]:
@@ -137,42 +141,39 @@ def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_mode
         # Readers refill the caches all along: the race that leaves a stale entry behind.
         assert api.get(f"/api/counts/{counts[n % len(counts)].id}/").status_code == 200
 
-    started = time.monotonic()
-    with (
-        SteadyLoad(increment_one_of(counts), per_second=100) as writes,
-        SteadyLoad(read_through_the_cache, per_second=100) as reads,
-    ):
-        for _ in range(2):
-            wait_for(lambda: "assigned" in consumer.log().rsplit("--- start", 1)[-1], 30, "join")
-            time.sleep(random.uniform(0.2, 1.0))
-            consumer.restart()
-        pipeline.produce_raw(poison_messages())
-        time.sleep(1)
+    with reporting("consumer-sigkill-x2") as measured:
+        started = time.monotonic()
+        with (
+            SteadyLoad(increment_one_of(counts), per_second=100) as writes,
+            SteadyLoad(read_through_the_cache, per_second=100) as reads,
+        ):
+            for kill in range(2):
+                wait_for(
+                    lambda: "assigned" in consumer.log().rsplit("--- start", 1)[-1], 30, "join"
+                )
+                time.sleep(random.uniform(0.2, 1.0))
+                consumer.restart()
+                measured["kills"] = kill + 1
+            pipeline.produce_raw(poison_messages())
+            time.sleep(1)
+        measured.update(writes=writes.done, reads=reads.done)
 
-    wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
-    load_ended = time.monotonic()
-    wait_for(lambda: read_model_state() == database_truth(), 90, "the read model to catch up")
-    converged = time.monotonic() - load_ended
-    wait_for(lambda: pipeline.lag() == 0, 30, "the consumer to commit everything")
+        wait_for(lambda: pending_count() == 0, 60, "the relay to publish everything")
+        load_ended = time.monotonic()
+        measured.update(events=OutboxMessage.objects.count(), load_s=round(load_ended - started, 1))
+        wait_for(lambda: read_model_state() == database_truth(), 90, "the read model to catch up")
+        measured["read_model_converged_after_load_s"] = round(time.monotonic() - load_ended, 2)
+        wait_for(lambda: pipeline.lag() == 0, 30, "the consumer to commit everything")
 
-    truth = {str(count.id): count.value for count in Count.objects.all()}
-    served = {key: api.get(f"/api/counts/{key}/").json()["value"] for key in truth}
-    listed = {c["id"]: c["value"] for c in api.get("/api/counts/?limit=100").json()["results"]}
-    dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=3)
-    reasons = sorted(dict(message.headers())["dlq_reason"].decode() for message in dead)
-    report(
-        "consumer-sigkill-x2",
-        kills=2,
-        writes=writes.done,
-        reads=reads.done,
-        events=OutboxMessage.objects.count(),
-        dead_lettered=len(dead),
-        stale_cache_entries=sum(served[key] != value for key, value in truth.items()),
-        read_model_converged_after_load_s=round(converged, 2),
-        load_s=round(load_ended - started, 1),
-    )
-    assert (writes.errors, reads.errors) == ([], [])
-    assert served == truth
-    assert listed == truth
-    assert reasons == ["not-json", "schema", "unknown-count"]
-    assert consumer.terminate() == 0
+        truth = {str(count.id): count.value for count in Count.objects.all()}
+        served = {key: api.get(f"/api/counts/{key}/").json()["value"] for key in truth}
+        measured["stale_cache_entries"] = sum(served[key] != value for key, value in truth.items())
+        listed = {c["id"]: c["value"] for c in api.get("/api/counts/?limit=100").json()["results"]}
+        dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=3)
+        measured["dead_lettered"] = len(dead)
+        reasons = sorted(dict(message.headers())["dlq_reason"].decode() for message in dead)
+        assert (writes.errors, reads.errors) == ([], [])
+        assert served == truth
+        assert listed == truth
+        assert reasons == ["not-json", "schema", "unknown-count"]
+        assert consumer.terminate() == 0

@@ -24,7 +24,7 @@ from tests.support.load import SteadyLoad
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.processes import CONSUMER_ARGS, RELAY_ARGS, api_client, run_manage
 from tests.support.relay import delivery_audit
-from tests.support.waiting import report, wait_for
+from tests.support.waiting import reporting, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
@@ -63,7 +63,6 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
     cached_keys = [cache.count_key(str(count.id)) for count in counts]
     assert store.exists(*cached_keys) == len(counts)
 
-    persistent_redis.stop()
     latencies: list[float] = []
 
     def read(n: int) -> None:
@@ -73,39 +72,39 @@ def test_redis_stopped_reads_still_answer_the_consumer_waits_and_no_stale_entry_
         url = f"/api/counts/{counts[n % len(counts)].id}/increment/"
         api.post(url, json={"delta": 1}).raise_for_status()
 
-    with SteadyLoad(write, per_second=20) as writes, SteadyLoad(read, 20) as reads:
-        wait_for(lambda: "cannot apply a batch" in consumer.log(), 30, "the consumer to wait")
-        time.sleep(3)
-    lag_while_down = pipeline.lag()
+    with reporting("redis-stopped") as measured:
+        persistent_redis.stop()
+        with SteadyLoad(write, per_second=20) as writes, SteadyLoad(read, 20) as reads:
+            wait_for(lambda: "cannot apply a batch" in consumer.log(), 30, "the consumer to wait")
+            time.sleep(3)
+        lag_while_down = pipeline.lag()
+        measured.update(
+            writes_during_outage=writes.done,
+            failed_writes=len(writes.errors),
+            reads_during_outage=reads.done,
+            failed_reads=len(reads.errors),
+            read_p50_ms=round(statistics.median(latencies), 1) if latencies else None,
+            read_max_ms=round(max(latencies), 1) if latencies else None,
+            uncommitted_events_while_down=lag_while_down,
+        )
 
-    consumer.process.send_signal(signal.SIGSTOP)  # nothing touches the cache while we look
-    persistent_redis.start()  # with its data: the entries cached before the outage are back
-    restored = store.exists(*cached_keys)
-    consumer.process.send_signal(signal.SIGCONT)
-    back = time.monotonic()
-    wait_for(lambda: read_model_state(store) == database_truth(), 60, "the held-back events")
-    resumed = time.monotonic() - back
-    wait_for(lambda: pipeline.lag() == 0, 30, "the consumer to commit")
+        consumer.process.send_signal(signal.SIGSTOP)  # nothing touches the cache while we look
+        persistent_redis.start()  # with its data: the entries cached before the outage are back
+        restored = store.exists(*cached_keys)
+        consumer.process.send_signal(signal.SIGCONT)
+        back = time.monotonic()
+        measured["cache_entries_back_after_restart"] = restored
+        wait_for(lambda: read_model_state(store) == database_truth(), 60, "the held-back events")
+        measured["read_model_caught_up_after_restart_s"] = round(time.monotonic() - back, 2)
+        wait_for(lambda: pipeline.lag() == 0, 30, "the consumer to commit")
 
-    truth = {count_id: value for count_id, (_, value) in database_truth().items()}
-    served = {key: api.get(f"/api/counts/{key}/").json()["value"] for key in truth}
-    report(
-        "redis-stopped",
-        writes_during_outage=writes.done,
-        failed_writes=len(writes.errors),
-        reads_during_outage=reads.done,
-        failed_reads=len(reads.errors),
-        read_p50_ms=round(statistics.median(latencies), 1),
-        read_max_ms=round(max(latencies), 1),
-        uncommitted_events_while_down=lag_while_down,
-        cache_entries_back_after_restart=restored,
-        read_model_caught_up_after_restart_s=round(resumed, 2),
-        stale_after_restart=sum(served[key] != value for key, value in truth.items()),
-    )
-    assert (writes.errors, reads.errors) == ([], [])
-    assert restored == len(counts)  # every entry came back stale: the fault really hit
-    assert lag_while_down > 0  # nothing was committed, so nothing was skipped
-    assert served == truth
+        truth = {count_id: value for count_id, (_, value) in database_truth().items()}
+        served = {key: api.get(f"/api/counts/{key}/").json()["value"] for key in truth}
+        measured["stale_after_restart"] = sum(served[key] != value for key, value in truth.items())
+        assert (writes.errors, reads.errors) == ([], [])
+        assert restored == len(counts)  # every entry came back stale: the fault really hit
+        assert lag_while_down > 0  # nothing was committed, so nothing was skipped
+        assert served == truth
 
 
 def manage(database_url: str, *argv: str, **env: str) -> str:
@@ -176,41 +175,40 @@ def test_postgres_restarted_under_load_web_relay_and_consumer_reconnect_by_thems
             raise RuntimeError(f"HTTP {response.status_code}")
         acked_at.append(time.monotonic())
 
-    with SteadyLoad(write, per_second=20) as writes:
-        wait_for(lambda: len(acked_at) >= 10, 60, "writes to go through")
-        private_postgres.stop("immediate")  # a crash: recovery runs on start
-        down = time.monotonic()
-        time.sleep(3)  # the outage
-        # The web must say so while it lasts, not only let writes fail somehow.
-        wait_for(lambda: refused_at and refused_at[-1] > down, 30, "a 503 while it is down")
-        private_postgres.start()
-        back = time.monotonic()
-        wait_for(lambda: acked_at[-1] > back, 30, "the web server to reconnect")
-        time.sleep(3)  # writes go on after the outage
-    web_back = min(t for t in acked_at if t > back) - back
-    wait_for(lambda: db.pending() == 0, 60, "the relay to reconnect and publish")
-    relay_back = time.monotonic() - back
-    wait_for(lambda: read_model_state() == db.truth(), 60, "the consumer to catch up")
-    consumer_back = time.monotonic() - back
+    with reporting("postgres-restarted") as measured:
+        with SteadyLoad(write, per_second=20) as writes:
+            wait_for(lambda: len(acked_at) >= 10, 60, "writes to go through")
+            private_postgres.stop("immediate")  # a crash: recovery runs on start
+            down = time.monotonic()
+            time.sleep(3)  # the outage
+            # The web must say so while it lasts, not only let writes fail somehow.
+            wait_for(lambda: refused_at and refused_at[-1] > down, 30, "a 503 while it is down")
+            private_postgres.start()
+            back = time.monotonic()
+            measured["database_down_s"] = round(back - down, 1)
+            wait_for(lambda: acked_at[-1] > back, 30, "the web server to reconnect")
+            time.sleep(3)  # writes go on after the outage
+        measured.update(
+            api_writes_acknowledged=writes.done,
+            api_writes_failed=len(writes.errors),
+            refused_with_503_while_down=sum(down <= t <= back for t in refused_at),
+            failures=sorted(set(writes.errors)),
+            web_writing_again_after_s=round(min(t for t in acked_at if t > back) - back, 2),
+        )
+        wait_for(lambda: db.pending() == 0, 60, "the relay to reconnect and publish")
+        measured["relay_drained_after_s"] = round(time.monotonic() - back, 2)
+        wait_for(lambda: read_model_state() == db.truth(), 60, "the consumer to catch up")
+        measured.update(
+            consumer_caught_up_after_s=round(time.monotonic() - back, 2),
+            relay_reconnects=relay.log().count("connected to PostgreSQL") - 1,
+        )
 
-    total = sum(value for _, value in db.truth().values())
-    rows = db.outbox()
-    figures = delivery_audit(rows)
-    report(
-        "postgres-restarted",
-        database_down_s=round(back - down, 1),
-        api_writes_acknowledged=writes.done,
-        api_writes_failed=len(writes.errors),
-        refused_with_503_while_down=sum(down <= t <= back for t in refused_at),
-        failures=sorted(set(writes.errors)),
-        web_writing_again_after_s=round(web_back, 2),
-        relay_drained_after_s=round(relay_back, 2),
-        consumer_caught_up_after_s=round(consumer_back, 2),
-        relay_reconnects=relay.log().count("connected to PostgreSQL") - 1,
-        **figures,
-    )
-    assert set(writes.errors) <= {"RuntimeError: HTTP 503"}  # an outage, said so: no 500
-    # Every acknowledged write is there; a write cut off by the crash may or may not be.
-    assert writes.done <= total <= writes.done + len(writes.errors)
-    assert figures["lost"] == 0
-    assert consumer.alive and relay.alive
+        total = sum(value for _, value in db.truth().values())
+        rows = db.outbox()
+        figures = delivery_audit(rows)
+        measured.update(figures)
+        assert set(writes.errors) <= {"RuntimeError: HTTP 503"}  # an outage, said so: no 500
+        # Every acknowledged write is there; a write cut off by the crash may or may not be.
+        assert writes.done <= total <= writes.done + len(writes.errors)
+        assert figures["lost"] == 0
+        assert consumer.alive and relay.alive

@@ -18,7 +18,7 @@ from outbox.models import OutboxMessage
 from tests.support.processes import RELAY_TIMING
 from tests.support.relay import enqueue_backlog, pending_count, read_back, wait_until_serving
 from tests.support.servers import crash_broker
-from tests.support.waiting import report, wait_for
+from tests.support.waiting import reporting, wait_for
 from tests.system.test_reliability_kafka import audit, create_topics, leader_of, on_cluster
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
@@ -61,40 +61,38 @@ def test_a_leaderless_partition_holds_back_only_its_own_keys(start_relay, kafka_
     healthy = sorted(k for k in keys if partition_of[k] not in led)
     assert blocked and healthy
 
-    crash_broker(kafka_cluster.nodes[victim - 1])
-    killed = time.monotonic()
-    enqueue_backlog(blocked, per_key=3)  # in flight or queued when the partition goes offline
-    survivors = ",".join(f"127.0.0.1:{n.port}" for n in kafka_cluster.nodes if n.node_id != victim)
-    wait_for(
-        lambda: leader_of(survivors, value_topic, 0) == -1, 30, "the partition to go offline", 0.5
-    )
-    offline = time.monotonic()
+    with reporting("kafka-partition-offline") as figures:
+        figures.update(blocked_keys=len(blocked), healthy_keys=len(healthy))
+        crash_broker(kafka_cluster.nodes[victim - 1])
+        killed = time.monotonic()
+        enqueue_backlog(blocked, per_key=3)  # in flight or queued when the partition goes offline
+        survivors = ",".join(
+            f"127.0.0.1:{n.port}" for n in kafka_cluster.nodes if n.node_id != victim
+        )
+        wait_for(
+            lambda: leader_of(survivors, value_topic, 0) == -1,
+            30,
+            "the partition to go offline",
+            0.5,
+        )
+        figures["offline_after_kill_s"] = round(time.monotonic() - killed, 1)
 
-    enqueue_backlog(healthy + blocked, per_key=2)
-    written = time.monotonic()
-    wait_for(
-        lambda: not pending_keys() & set(healthy),
-        HEALTHY_WITHIN_S,
-        "the healthy partitions' keys to be published",
-    )
-    healthy_published_s = time.monotonic() - written
-    assert pending_keys() == set(blocked)  # still offline: its keys wait, nothing parked
-    assert not OutboxMessage.objects.filter(state=OutboxMessage.State.PARKED).exists()
+        enqueue_backlog(healthy + blocked, per_key=2)
+        written = time.monotonic()
+        wait_for(
+            lambda: not pending_keys() & set(healthy),
+            HEALTHY_WITHIN_S,
+            "the healthy partitions' keys to be published",
+        )
+        figures["healthy_published_after_write_s"] = round(time.monotonic() - written, 2)
+        assert pending_keys() == set(blocked)  # still offline: its keys wait, nothing parked
+        assert not OutboxMessage.objects.filter(state=OutboxMessage.State.PARKED).exists()
 
-    kafka_cluster.nodes[victim - 1].start()
-    back = time.monotonic()
-    wait_for(lambda: pending_count() == 0, 45, "the blocked keys once the broker is back")
-    drained_s = time.monotonic() - back
+        kafka_cluster.nodes[victim - 1].start()
+        back = time.monotonic()
+        wait_for(lambda: pending_count() == 0, 45, "the blocked keys once the broker is back")
+        figures["blocked_drained_after_restart_s"] = round(time.monotonic() - back, 2)
 
-    figures = audit(list(OutboxMessage.objects.order_by("id")), bootstrap)
-    report(
-        "kafka-partition-offline",
-        blocked_keys=len(blocked),
-        healthy_keys=len(healthy),
-        offline_after_kill_s=round(offline - killed, 1),
-        healthy_published_after_write_s=round(healthy_published_s, 2),
-        blocked_drained_after_restart_s=round(drained_s, 2),
-        **figures,
-    )
-    assert figures["lost"] == 0
-    assert relay.alive
+        figures.update(audit(list(OutboxMessage.objects.order_by("id")), bootstrap))
+        assert figures["lost"] == 0
+        assert relay.alive

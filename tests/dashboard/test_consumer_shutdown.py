@@ -23,7 +23,7 @@ from tests.support.processes import AppProcess, database_url
 from tests.support.proxy import tcp_proxy
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 def consumer_on(app_processes, pipeline, **stores: str) -> AppProcess:

@@ -20,7 +20,7 @@ from infra.topics import topic_name
 from outbox.models import OutboxMessage
 from tests.support.pipeline import database_truth, read_model_state
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 
 
 def dead_letters() -> int:

@@ -22,6 +22,8 @@ from infra.redis import redis_client
 from scripts.services import free_ports, is_listening
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.stack  # Redis: the stream's hub reads the read model's stream
+
 T = TypeVar("T")
 # These tests are about the stream, not who may see it (tests/dashboard/test_access.py).
 PUBLIC = {"DASHBOARD_PUBLIC": "true"}

@@ -19,7 +19,7 @@ from infra.redis import redis_client
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 
 class OpenPage(threading.Thread):

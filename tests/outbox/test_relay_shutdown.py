@@ -21,7 +21,7 @@ from tests.support.relay import event_ids_on_the_wire
 from tests.support.servers import frozen
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
 
 UNCONFIRMED = re.compile(r"relay: (\d+) deliveries unconfirmed at shutdown")
 

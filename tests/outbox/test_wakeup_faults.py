@@ -19,7 +19,11 @@ from tests.support.processes import AppProcess
 from tests.support.relay import wait_until_serving
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 POLL_SECONDS = 3.0
 

@@ -18,7 +18,11 @@ from outbox.models import OutboxMessage
 from tests.support.processes import run_manage
 from tests.support.relay import assert_commit_order, outbox_in_commit_order, read_back
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("count_topics")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.stack,
+    pytest.mark.usefixtures("count_topics"),
+]
 
 INT64_MAX = 2**63 - 1
 

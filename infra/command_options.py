@@ -21,34 +21,29 @@ from prometheus_client.exposition import ThreadingWSGIServer
 logger = logging.getLogger(__name__)
 
 
-def positive_int(text: str) -> int:
+def _parsed(text: str, convert: Callable[[str], float], what: str, ok: Callable, why: str):
+    """`convert(text)` if that works and passes `ok`, else argparse's error naming `what`."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise ArgumentTypeError(f"invalid positive integer: {text!r}") from None
-    if value < 1:
-        raise ArgumentTypeError(f"invalid positive integer: {text!r} (must be at least 1)")
+        raise ArgumentTypeError(f"invalid {what}: {text!r}") from None
+    if not ok(value):
+        raise ArgumentTypeError(f"invalid {what}: {text!r} ({why})")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _parsed(text, int, "positive integer", lambda n: n >= 1, "must be at least 1")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ArgumentTypeError(f"invalid positive number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ArgumentTypeError(f"invalid positive number: {text!r} (must be more than 0)")
-    return value
+    return _parsed(
+        text, float, "positive number", lambda x: math.isfinite(x) and x > 0, "must be more than 0"
+    )
 
 
 def metrics_port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise ArgumentTypeError(f"invalid port: {text!r} (0 to 65535; 0 turns metrics off)")
-    return value
+    return _parsed(text, int, "port", lambda n: 0 <= n <= 65535, "0 to 65535; 0 turns metrics off")
 
 
 def serve_metrics(port: int, host: str, unhealthy: Callable[[], str | None] | None = None) -> None:

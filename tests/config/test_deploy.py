@@ -16,6 +16,7 @@ import yaml
 from django.conf import settings
 
 from counts.events import TOPICS
+from scripts.procfile import procfile_commands
 from tests.support.paths import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -137,7 +138,7 @@ def deployment(component: str) -> dict:
 
 def web_commands() -> dict[str, list[str]]:
     """The web command of the Procfile, the image, compose and Kubernetes."""
-    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines())
+    procfile = procfile_commands()
     dockerfile = (DEPLOY / "Dockerfile").read_text().replace("\\\n", "")
     return {
         "Procfile": procfile["web"].split(),

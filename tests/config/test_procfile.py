@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts.procfile import procfile_commands
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
-
-
-def procfile() -> dict[str, str]:
-    return dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines())
 
 
 @pytest.mark.stack
@@ -33,7 +30,7 @@ def test_celery_beat_starts_where_no_local_folder_exists(tmp_path: Path):
     with open(log, "wb") as out:
         # As honcho runs it: through the shell, in the checkout, its own process group.
         beat = subprocess.Popen(
-            procfile()["beat"],
+            procfile_commands()["beat"],
             shell=True,
             cwd=checkout,
             env=env,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,20 +12,9 @@ import pytest
 from counts import cache, services
 from dashboard import read_model
 from dashboard.events import CountEvent
+from tests.support.sse import server_sent_events
 
 pytestmark = pytest.mark.stack
-
-
-def server_sent_events(response: httpx.Response) -> Iterator[dict[str, str]]:
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "event" in event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            field, _, value = line.partition(": ")
-            event[field] = value
 
 
 def next_events(url: str, kind: str, how_many: int, **headers: str) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ from dashboard import read_model
 from dashboard.services import reconcile_read_model
 from infra.redis import redis_client
 from tests.support.pipeline import database_truth, read_model_state
+from tests.support.sse import server_sent_events
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stack]
@@ -33,18 +34,11 @@ class OpenPage(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        event: dict[str, str] = {}
         with httpx.stream("GET", self.url, timeout=30) as response:
-            for line in response.iter_lines():
+            for event in server_sent_events(response):
                 if self.closed.is_set():
                     return
-                if not line:
-                    if "event" in event:
-                        self.events.append(event)
-                    event = {}
-                elif not line.startswith(":"):
-                    field, _, value = line.partition(": ")
-                    event[field] = value
+                self.events.append(event)
 
     def kinds(self) -> list[str]:
         return [event["event"] for event in self.events if event["event"] != "operations"]

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from common import ROOT, compare_writes, emit, log, median, setup_bench
 
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 CLIENTS = 64
-LOAD_SECONDS = 30
+LOAD_SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", 30))
 SHORT_SECONDS = 4
 WRITERS = 4
 SERVICE_SECONDS = 2

@@ -144,6 +144,9 @@ DATABASES["default"]["OPTIONS"] = {
 # relay) connections; a system check warns when that is over half of PostgreSQL's default
 # max_connections.
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
+# Each worker runs the sync requests (all but the live stream) on this many threads
+# (config/asgi.py); more requests than that wait in line for a thread, not for the pool.
+WEB_THREADS = env.int("WEB_THREADS", default=8)
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 

@@ -21,7 +21,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from counts import events
 from counts.models import INT64_MAX, INT64_MIN, Count, parse_count_id
 from counts.selectors import count_get
-from outbox.services import enqueue, enqueue_with
+from outbox.services import enqueue, write_with_event
 
 
 class Conflict(ValidationError):
@@ -139,29 +139,23 @@ ADD_SQL = f"""
 def count_increment(*, count_id: uuid.UUID | str, delta: int = 1) -> Count:
     """Add `delta` (negative allowed) in one atomic UPDATE that also locks the row.
 
-    The UPDATE and the event's outbox row go to PostgreSQL as one statement, so an
-    increment costs the round trips of the bare UPDATE. Adding 0 changes nothing, so it
-    writes nothing and emits no event.
+    The UPDATE and the event's outbox row go to PostgreSQL as one statement, its own
+    transaction when the caller has none: an increment costs one round trip, as the bare
+    UPDATE does. Adding 0 changes nothing, so it writes nothing and emits no event.
     """
     _check_int64("delta", delta)
     if delta == 0:
         return count_get(count_id=count_id)
     count_id = parse_count_id(count_id)
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            write_event, event_params = enqueue_with(
-                events.value_incremented(count_id), source="changed"
-            )
-            cursor.execute(
-                f"WITH changed AS ({ADD_SQL}), event AS ({write_event}) SELECT * FROM changed",
-                {"delta": delta, "count_id": count_id, **event_params},
-            )
-            row = cursor.fetchone()
-            if row is None:  # no such count: the UPDATE, and so the INSERT, wrote nothing
-                raise Count.DoesNotExist(f"No count with id {count_id}.")
-            return Count.from_db(connection.alias, _COLUMNS, row)
+        rows = write_with_event(
+            ADD_SQL, {"delta": delta, "count_id": count_id}, events.value_incremented(count_id)
+        )
     except DataError as exc:  # bigint out of range: PostgreSQL refuses to wrap
         raise Conflict({"delta": "The result would overflow a 64-bit integer."}) from exc
+    if not rows:  # no such count: the UPDATE, and so the INSERT, wrote nothing
+        raise Count.DoesNotExist(f"No count with id {count_id}.")
+    return Count.from_db(connection.alias, _COLUMNS, rows[0])
 
 
 def count_set(

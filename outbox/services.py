@@ -6,10 +6,11 @@ import json
 import uuid
 import zlib
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from infra.topics import topic_name
 from outbox import wakeup
@@ -22,7 +23,7 @@ class OutboxError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sql:
-    """A field PostgreSQL computes from the changed row, in events for `enqueue_with`."""
+    """A field PostgreSQL computes from the changed row, in events for `write_with_event`."""
 
     expression: str
 
@@ -117,16 +118,30 @@ def _insert(rows: list[OutboxMessage]) -> None:
             row._state.adding = False
 
 
-def enqueue_with(event: Event, source: str) -> tuple[str, dict]:
-    """The outbox INSERT for a statement that changes a row and writes its event at once.
+def write_with_event(change: str, params: Mapping[str, object], event: Event) -> list[tuple]:
+    """Run `change`, a data-modifying statement with RETURNING, and write `event` to the
+    outbox once for each row it returns, in ONE statement; return those rows.
 
-    One round trip instead of two, for the hottest writes. `source` names a CTE of the
-    caller's statement (one event per row of it); the event's `Sql` fields are expressions
-    over its columns. The value comes out byte for byte as `serialize()` would write it.
-    Returns the INSERT, to place in the statement's WITH, and the parameters to add to the
-    statement's; the caller runs it in the current transaction.
+    The event's `Sql` fields are expressions over the returned columns; its value comes out
+    byte for byte as `serialize()` would write it. One statement is atomic on its own, so
+    outside `transaction.atomic()` it runs as its own transaction: one round trip, where a
+    transaction block would add a BEGIN and a COMMIT. Inside one, it runs in a savepoint, so
+    a failed statement leaves the caller's transaction usable; the relay is then woken once
+    that transaction commits.
     """
-    _require_atomic()
+    insert, event_params = _event_insert(event, source="changed")
+    statement = f"WITH changed AS ({change}), event AS ({insert}) SELECT * FROM changed"
+    in_transaction = connection.in_atomic_block
+    with transaction.atomic() if in_transaction else nullcontext(), connection.cursor() as cur:
+        cur.execute(statement, {**params, **event_params})
+        rows = cur.fetchall()
+    if rows:
+        wakeup.notify_relays_after_commit()  # outside a transaction: at once
+    return rows
+
+
+def _event_insert(event: Event, source: str) -> tuple[str, dict]:
+    """The INSERT of `event` for each row of the CTE `source`, and its parameters."""
     params: dict[str, object] = {
         "outbox_event_id": event.event_id,
         "outbox_topic": topic_name(event.topic),
@@ -141,7 +156,6 @@ def enqueue_with(event: Event, source: str) -> tuple[str, dict]:
                {_jsonb_sql(headers, params)}, %(outbox_lane)s::smallint, {_NEW}
           FROM {source}
     """
-    wakeup.notify_relays_after_commit()
     return insert, params
 
 

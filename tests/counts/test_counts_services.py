@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import DataError, transaction
 
 from counts.management.commands.seed_demo import DEMO_COUNTS
 from counts.models import INT64_MAX, INT64_MIN, Count
@@ -20,7 +20,7 @@ from counts.services import (
     count_update_info,
 )
 from outbox.models import OutboxMessage
-from outbox.services import Event, OutboxError, Sql, enqueue, enqueue_with, serialize
+from outbox.services import Event, OutboxError, Sql, enqueue, serialize, write_with_event
 from tests.support.outbox_watch import OutboxWatch, info_event, value_event
 
 pytestmark = pytest.mark.django_db
@@ -266,12 +266,29 @@ def test_enqueue_refuses_to_run_outside_a_transaction():
     event = Event(topic="count-value-updated", key="k", value={})
     with pytest.raises(OutboxError, match="must run inside"):
         enqueue(event)
-    with pytest.raises(OutboxError, match="must run inside"):
-        enqueue_with(event, source="changed")
+
+
+@pytest.mark.django_db(transaction=True)  # no test-wide transaction around this one
+def test_a_change_with_its_event_is_one_statement_committed_on_its_own(count):
+    """Outside a transaction, write_with_event's statement commits by itself: both rows, or
+    (when it fails) neither."""
+    watch = OutboxWatch()
+    change = "UPDATE counts_count SET value = value + %(delta)s WHERE id = %(id)s RETURNING *"
+    event = Event(topic="count-value-updated", key=str(count.id), value={"v": Sql("value")})
+
+    rows = write_with_event(change, {"delta": 1, "id": count.id}, event)
+    with pytest.raises(DataError):
+        write_with_event(change, {"delta": 2**63 - 1, "id": count.id}, event)
+
+    assert len(rows) == 1
+    assert Count.objects.get(pk=count.id).value == 11
+    assert [bytes(m.value) for m in watch.new_rows()] == [
+        serialize({"event_id": str(event.event_id), "v": 11})
+    ]
 
 
 def test_an_event_built_in_sql_has_the_bytes_python_would_write(count):
-    """enqueue_with's JSON, part Python and part PostgreSQL, equals serialize()'s."""
+    """write_with_event's JSON, part Python and part PostgreSQL, equals serialize()'s."""
     known = {"text": 'quote " and ünïcode', "number": -(2**63), "nothing": None}
     event = Event(
         topic="count-value-updated",
@@ -279,13 +296,8 @@ def test_an_event_built_in_sql_has_the_bytes_python_would_write(count):
         value={**known, "from_row": Sql("value"), "name": Sql("name")},
         headers={"kind": "test", "from_row": Sql("version::text")},
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        insert, params = enqueue_with(event, source="row")
-        cursor.execute(
-            f"WITH row AS (SELECT * FROM counts_count WHERE id = %(id)s), event AS ({insert})"
-            " SELECT 1",
-            {"id": count.id, **params},
-        )
+    with transaction.atomic():
+        write_with_event("SELECT * FROM counts_count WHERE id = %(id)s", {"id": count.id}, event)
     row = OutboxMessage.objects.get(event_id=event.event_id)
     expected = {"event_id": str(event.event_id), **known, "from_row": 10, "name": "visits"}
     assert bytes(row.value) == serialize(expected)

@@ -3,16 +3,16 @@
 The live stream (/stream/) is an async view: thousands stay open at once, and an idle one
 costs the event loop nothing (dashboard/live.py). Everything else (the API, the admin, the
 pages, /healthz) is sync Django, which Django's ASGI handler runs in a thread it starts for
-each request and reaches in several hops from the event loop. Here a2wsgi hands each such
-request to a fixed pool of WEB_THREADS threads running Django's WSGI handler, in one hop:
-twice the requests per second on the same cores (docs/benchmarks.md). uvicorn still parses
-HTTP, and its graceful shutdown still ends open streams within its timeout.
+each request and reaches in several hops from the event loop. Here each such request goes
+to a fixed pool of WEB_THREADS threads running Django's WSGI handler, in one hop
+(config/wsgi_pool.py): more than twice the requests per second on the same cores
+(docs/benchmarks.md). uvicorn still parses HTTP, and its graceful shutdown still ends open
+streams within its timeout.
 """
 
 import os
 
 import django
-from a2wsgi import WSGIMiddleware
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
@@ -20,6 +20,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import reverse
+
+from config.wsgi_pool import WSGIPool
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -50,7 +52,7 @@ class StreamOrWSGI:
         self.asgi = OneHopASGIHandler()
         # uvicorn serves no files itself: /static/ (the admin's and the API docs' assets)
         # is served straight from the installed apps.
-        self.wsgi = WSGIMiddleware(StaticFilesHandler(WSGIHandler()), workers=settings.WEB_THREADS)
+        self.wsgi = WSGIPool(StaticFilesHandler(WSGIHandler()), threads=settings.WEB_THREADS)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] != self.stream_path:

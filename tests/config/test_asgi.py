@@ -6,9 +6,12 @@ work)."""
 from __future__ import annotations
 
 import asyncio
+import io
 
+import httpx
 from asgiref.sync import SyncToAsync
 
+from config import wsgi_pool
 from config.asgi import application
 
 
@@ -80,3 +83,84 @@ def test_the_stream_is_served_by_the_asgi_handler_in_few_hops(monkeypatch):
     # release and the response's close: never one hop per middleware.
     assert "BaseHandler.get_response" in hops
     assert len(hops) <= 4, hops
+
+
+def test_the_wsgi_environ_of_an_asgi_request():
+    scope = {
+        "method": "POST",
+        "http_version": "1.1",
+        "scheme": "https",
+        "root_path": "/app",
+        "path": "/app/api/counts/ü/",
+        "query_string": b"a=1&b=%C3%BC",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"2"),
+            (b"accept", b"text/html"),
+            (b"accept", b"application/json"),
+            (b"x-forwarded-for", b"10.0.0.1"),
+        ],
+        "client": ("127.0.0.2", 50001),
+        "server": ("example.org", 443),
+    }
+    body = io.BytesIO(b"{}")
+
+    environ = wsgi_pool.environ(scope, body)
+
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["PATH_INFO"] == "/api/counts/ü/".encode().decode("latin1")  # PEP 3333
+    assert environ["QUERY_STRING"] == "a=1&b=%C3%BC"
+    assert (environ["CONTENT_TYPE"], environ["CONTENT_LENGTH"]) == ("application/json", "2")
+    assert environ["HTTP_ACCEPT"] == "text/html,application/json"
+    assert environ["HTTP_X_FORWARDED_FOR"] == "10.0.0.1"
+    assert (environ["REMOTE_ADDR"], environ["SERVER_NAME"], environ["SERVER_PORT"]) == (
+        "127.0.0.2",
+        "example.org",
+        "443",
+    )
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ["wsgi.input"] is body
+
+
+def test_a_page_comes_back_whole_with_every_header_and_cookie():
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            return await web.get("/admin/login/")
+
+    response = asyncio.run(fetch())
+
+    assert response.status_code == 200
+    assert b"</html>" in response.content
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "csrftoken" in response.cookies
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_a_request_body_reaches_django():
+    """An anonymous POST with a body: the CSRF check reads the form and refuses it."""
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            return await web.post("/admin/login/", data={"username": "a", "password": "b"})
+
+    response = asyncio.run(post())
+
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
+
+
+def test_a_client_gone_before_its_body_arrived_gets_no_answer():
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/counts/", "headers": []}
+    asyncio.run(application(scope, receive, send))
+
+    assert sent == []

@@ -1,0 +1,108 @@
+"""Django's WSGI handler served to an ASGI server from a pool of threads, one hop a request.
+
+For everything but the live stream (config/asgi.py). The request's body is read on the
+event loop first, as Django's own ASGI handler reads it; then one thread of the pool runs
+the whole request through Django's WSGI handler and hands back the complete response,
+which the event loop sends. A thread never waits on the event loop. (a2wsgi and asgiref's
+WsgiToAsgi stream a response from the thread, each part a round trip to the event loop and
+back that the thread waits for: twice the CPU per request on a busy 2-core machine,
+docs/benchmarks.md.) So a response is held in memory whole: fine for pages, API answers and
+the admin's static files; a response that must stream (the live stream) is served as ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from tempfile import SpooledTemporaryFile
+from typing import IO
+
+from django.conf import settings
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class WSGIPool:
+    """An ASGI app (HTTP only) that runs the WSGI app `wsgi` on `threads` threads."""
+
+    def __init__(self, wsgi: Callable, threads: int) -> None:
+        self.wsgi = wsgi
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        body = await read_body(receive)
+        if body is None:  # the client went away
+            return
+        with body:
+            loop = asyncio.get_running_loop()
+            status, headers, content = await loop.run_in_executor(
+                self.executor, self._respond, environ(scope, body)
+            )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _respond(self, wsgi_environ: dict) -> Response:
+        started: list = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
+            started[:] = [int(status.split(" ", 1)[0]), headers]
+            return lambda data: None  # the legacy write(): Django never calls it
+
+        parts = self.wsgi(wsgi_environ, start_response)
+        try:
+            content = b"".join(parts)
+        finally:
+            if hasattr(parts, "close"):
+                parts.close()  # Django's request_finished: the database connection goes back
+        status, headers = started
+        encoded = [(name.lower().encode("latin1"), v.encode("latin1")) for name, v in headers]
+        return status, encoded, content
+
+
+async def read_body(receive: Callable) -> IO[bytes] | None:
+    """The request's body, as Django's ASGI handler reads it: in memory up to
+    FILE_UPLOAD_MAX_MEMORY_SIZE, then on disk. None if the client disconnected."""
+    body = SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)  # noqa: SIM115 (closed by the caller)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            body.close()
+            return None
+        body.write(message.get("body", b""))
+        if not message.get("more_body", False):
+            body.seek(0)
+            return body
+
+
+def environ(scope: dict, body: IO[bytes]) -> dict:
+    """The PEP 3333 environ of an ASGI HTTP request (its body already read into `body`)."""
+    script_name = scope.get("root_path", "").encode().decode("latin1")
+    path = scope["path"].encode().decode("latin1")
+    server_name, server_port = scope.get("server") or ("localhost", 80)
+    result = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path.removeprefix(script_name),
+        "QUERY_STRING": scope["query_string"].decode("latin1"),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port or 80),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if client := scope.get("client"):
+        result["REMOTE_ADDR"], result["REMOTE_PORT"] = client[0], str(client[1])
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin1").upper().replace("-", "_")
+        if name not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            name = f"HTTP_{name}"
+        value = raw_value.decode("latin1")
+        result[name] = f"{result[name]},{value}" if name in result else value
+    return result

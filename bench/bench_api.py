@@ -9,7 +9,8 @@ bench/wrk_api.lua adding the token and body. Each round measures, in this order:
 - CLIENTS clients on GET /api/counts/{id}/, then on /healthz: the read's share of /healthz.
 Before the app starts, each round also measures the service-level write rate:
 `count_increment` in this process, WRITERS threads on their own connections and counts (as
-bench/bench_write_path.py does). Figures are the medians of the rounds.
+bench/bench_write_path.py does). Figures are the medians of the rounds; BENCH_ROUNDS (3) and
+BENCH_LOAD_SECONDS (30) shorten a trial run.
 Targets (issue 14): 0 errors, increments >= 0.4x the service rate with p99 <= 100 ms, one
 client's p50 <= 3 ms, reads >= 0.5x /healthz.
 """

@@ -22,6 +22,19 @@ class StableOrderingFilter(django_filters.OrderingFilter):
         return qs.order_by(*qs.query.order_by, "name") if value else qs
 
 
+class NoEmptyValuesForm(forms.Form):
+    """Refuses `?value_max=` and `?ordering=`: django-filter reads an empty value as no
+    filter at all, but the schema has no empty value for these, and a client who sent one
+    meant something. (An empty text parameter is a text: the schema allows it.)"""
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        for name, field in self.fields.items():
+            if self.data.get(name) == "" and not isinstance(field, forms.CharField):
+                self.add_error(name, "A value is required.")
+        return cleaned
+
+
 class CountFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(help_text="Exact name.")
     value_min = Int64Filter(field_name="value", lookup_expr="gte", help_text="value >= this.")
@@ -37,6 +50,7 @@ class CountFilter(django_filters.FilterSet):
     class Meta:
         model = Count
         fields: list[str] = []
+        form = NoEmptyValuesForm
 
     def filter_search(self, queryset: QuerySet[Count], name: str, value: str) -> QuerySet[Count]:
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value))

@@ -15,6 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers
 
+from counts.api.filters import CountFilter
 from counts.api.serializers import TEXT_PATTERN, ClosedSchema, CountOutput, StringField
 from counts.models import INT64_MAX, INT64_MIN
 
@@ -122,11 +123,22 @@ def _query(name: str, schema: dict, description: str) -> OpenApiParameter:
     return OpenApiParameter(name, schema, OpenApiParameter.QUERY, description=description)
 
 
+ORDERING_KEYS = [key for key, _ in CountFilter.base_filters["ordering"].extra["choices"]]
 LIST_PARAMETERS = [
     _query("name", TEXT, "Exact name."),
     _query("search", TEXT, "Case-insensitive substring of name or description."),
     _query("value_min", INT64, "value >= this."),
     _query("value_max", INT64, "value <= this."),
+    OpenApiParameter(
+        "ordering",
+        # At least one key: an empty `ordering=` could be read as no key or as an empty one.
+        {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ORDERING_KEYS}},
+        OpenApiParameter.QUERY,
+        description="Sort keys, comma-separated; prefix with - for descending. "
+        "Default: name; ties go by name.",
+        style="form",
+        explode=False,
+    ),
     _query("limit", {"type": "integer", "minimum": 1}, "Page size; above 500 it is 500."),
     _query("offset", {"type": "integer", "minimum": 0, "maximum": INT64_MAX}, "Page start."),
 ]

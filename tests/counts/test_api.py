@@ -150,7 +150,10 @@ def test_list_filters(anonymous, several, params, expected):
     [
         ({"value_min": "abc"}, "value_min"),
         ({"value_max": str(INT64_MAX + 1)}, "value_max"),
+        ({"value_min": ""}, "value_min"),  # present but empty: not an integer, not absent
+        ({"value_max": ""}, "value_max"),
         ({"ordering": "description"}, "ordering"),
+        ({"ordering": ""}, "ordering"),
         ({"valu_min": "3"}, "valu_min"),
         ({"limit": "0"}, "limit"),
         ({"offset": "-1"}, "offset"),

@@ -32,8 +32,9 @@ from outbox.models import OutboxMessage
 EXAMPLES_PER_OPERATION = 40
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
 # Writes must refuse every request that breaks the schema. Reads are left django-filter's
-# leniency on query strings ("value_min=0.0" is 0, an empty parameter is no parameter):
-# they change nothing, and limit/offset, the parameters that could mislead, are strict.
+# leniency on query strings ("value_min=0.0" is 0): they change nothing, and the
+# parameters that could mislead (limit/offset, an empty value_min, value_max or ordering)
+# are strict; tests/counts/test_api_contract.py holds the live API to the whole schema.
 WRITE_CHECKS = {method: [negative_data_rejection] for method in ("POST", "PATCH", "DELETE")}
 
 

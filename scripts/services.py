@@ -202,9 +202,12 @@ class Postgres:
         return run(cmd, cwd="/").stdout
 
     def stop(self) -> None:
-        _, port = self.address
+        host, port = self.address
         if not shutil.which("pg_lsclusters") or (cluster := self._cluster_on_port(port)) is None:
             log("postgres: no local Debian cluster on the configured port")
+            return
+        if not is_listening(host, port):
+            log(f"postgres: cluster {'/'.join(cluster)} is not running")
             return
         run(["pg_ctlcluster", *cluster, "stop"])
         log(f"postgres: stopped cluster {'/'.join(cluster)}")
@@ -532,8 +535,9 @@ def main(argv: list[str]) -> int:
             f"unknown service(s): {', '.join(sorted(unknown))}; choose from {', '.join(SERVICES)}"
         )
         return 2
-    try:
-        for name in names:
+    failed = False
+    for name in names:  # on `stop`, one that fails must not keep the others running
+        try:
             service = SERVICES[name]()
             if command == "status":
                 state = service.status()
@@ -541,11 +545,13 @@ def main(argv: list[str]) -> int:
                 print(f"{name:<9} {up:<5} {state['address']:<16} {state['version'] or '-'}")
             else:
                 getattr(service, command)()
-    except (ServiceError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", None) or ""
-        print(f"[services] error: {exc} {detail}".strip(), file=sys.stderr)
-        return 1
-    return 0
+        except (ServiceError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or ""
+            print(f"[services] error: {exc} {detail}".strip(), file=sys.stderr)
+            if command != "stop":
+                return 1
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ event loop first, as Django's own ASGI handler reads it; then one thread of the 
 the whole request through Django's WSGI handler and hands back the complete response,
 which the event loop sends. A thread never waits on the event loop. (a2wsgi and asgiref's
 WsgiToAsgi stream a response from the thread, each part a round trip to the event loop and
-back that the thread waits for: twice the CPU per request on a busy 2-core machine,
-docs/benchmarks.md.) So a response is held in memory whole: fine for pages, API answers and
-the admin's static files; a response that must stream (the live stream) is served as ASGI.
+back that the thread waits for: on two busy cores a2wsgi served 40 % fewer writes and about
+half the reads, docs/benchmarks.md.) So a response is held in memory whole: fine for pages,
+API answers and the admin's static files; one that must stream (the live stream) is ASGI.
 """
 
 from __future__ import annotations

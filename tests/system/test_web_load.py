@@ -4,6 +4,7 @@ cannot get a connection in time is answered 503 with Retry-After instead of hang
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -20,6 +23,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+from bench.common import established_connections
 from scripts.procfile import web_command
 from scripts.services import free_ports, is_listening
 from tests.support.paths import ROOT
@@ -32,12 +36,33 @@ CLIENTS = 40
 LOAD_SECONDS = 4
 
 
+@dataclass(frozen=True)
+class Web:
+    url: str
+    group: int  # the process group of the server and its workers
+
+    def database_connections(self, port: int) -> int:
+        """The TCP connections the server's processes hold to `port`, read from /proc: only
+        the web's, whatever else (this test's own pool) connects meanwhile."""
+        return sum(established_connections(pid, port) for pid in _group_pids(self.group))
+
+
+def _group_pids(group: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+            if int(after_name[2]) == group:  # field 5, pgrp
+                pids.append(int(stat.parent.name))
+    return pids
+
+
 @pytest.fixture
-def start_web(test_database_url: str, tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """`start_web(**env)`: the Procfile's web command on a free port; returns its URL."""
+def start_web(test_database_url: str, tmp_path: Path) -> Iterator[Callable[..., Web]]:
+    """`start_web(**env)`: the Procfile's web command on a free port."""
     started: list[subprocess.Popen] = []
 
-    def start(**env: str) -> str:
+    def start(**env: str) -> Web:
         (port,) = free_ports(1)
         with open(tmp_path / f"web-{port}.log", "wb") as log:
             started.append(
@@ -54,7 +79,7 @@ def start_web(test_database_url: str, tmp_path: Path) -> Iterator[Callable[..., 
                 )
             )
         wait_for(lambda: is_listening("127.0.0.1", port), 60, f"web on {port}")
-        return f"http://127.0.0.1:{port}"
+        return Web(f"http://127.0.0.1:{port}", started[-1].pid)
 
     yield start
     for process in started:
@@ -68,12 +93,6 @@ def token(transactional_db) -> str:
     return Token.objects.create(user=user).key
 
 
-def backend_pids(conn: psycopg.Connection) -> set[int]:
-    """The server processes of every connection to the test database."""
-    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-    return {pid for (pid,) in rows}
-
-
 def create_count(client: httpx.Client, name: str) -> str:
     response = client.post("/api/counts/", json={"name": name})
     assert response.status_code == 201, response.text
@@ -84,13 +103,12 @@ def test_forty_api_clients_get_no_5xx_and_the_connections_stay_within_the_bound(
     start_web, token, test_database_url
 ):
     workers, pool_size = 2, 3
-    watcher = psycopg.connect(test_database_url, autocommit=True)
-    ours = backend_pids(watcher)  # this test process's connections, the watcher's included
-    url = start_web(
+    web = start_web(
         WEB_CONCURRENCY=str(workers),
         DATABASE_POOL_MIN_SIZE="1",
         DATABASE_POOL_MAX_SIZE=str(pool_size),
     )
+    url, database_port = web.url, urlsplit(test_database_url).port or 5432
     with api_client(url, token) as client:
         count_ids = [create_count(client, f"load-{n}") for n in range(8)]
     web_connections: list[int] = []
@@ -98,7 +116,7 @@ def test_forty_api_clients_get_no_5xx_and_the_connections_stay_within_the_bound(
 
     def sample_connections() -> None:
         while not stop.is_set():
-            web_connections.append(len(backend_pids(watcher) - ours))
+            web_connections.append(web.database_connections(database_port))
             time.sleep(0.05)
 
     def api_user(n: int) -> list[tuple[str, int]]:
@@ -125,9 +143,9 @@ def test_forty_api_clients_get_no_5xx_and_the_connections_stay_within_the_bound(
     assert {status for _, status in answers} == {200}, answers
     # Each worker: its pool, and the plain connection that wakes the relay after a commit.
     assert 0 < max(web_connections) <= workers * (pool_size + 1), web_connections
-    (total,) = watcher.execute("SELECT sum(value) FROM counts_count").fetchone()
+    with psycopg.connect(test_database_url) as reader:
+        (total,) = reader.execute("SELECT sum(value) FROM counts_count").fetchone()
     assert total == answers["increment", 200]  # every answered increment counted, once
-    watcher.close()
 
 
 def test_a_request_that_gets_no_pooled_connection_in_time_is_a_503_with_retry_after(
@@ -139,7 +157,7 @@ def test_a_request_that_gets_no_pooled_connection_in_time_is_a_503_with_retry_af
         DATABASE_POOL_MAX_SIZE="1",
         DATABASE_POOL_TIMEOUT="0.5",
         DASHBOARD_PUBLIC="true",  # the page below, without logging in
-    )
+    ).url
     with api_client(url, token) as client:
         locked_id, other_id = create_count(client, "locked"), create_count(client, "other")
     with psycopg.connect(test_database_url) as holder, api_client(url, token) as client:

@@ -52,7 +52,11 @@ class StreamOrWSGI:
         self.asgi = OneHopASGIHandler()
         # uvicorn serves no files itself: /static/ (the admin's and the API docs' assets)
         # is served straight from the installed apps.
-        self.wsgi = WSGIPool(StaticFilesHandler(WSGIHandler()), threads=settings.WEB_THREADS)
+        self.wsgi = WSGIPool(
+            StaticFilesHandler(WSGIHandler()),
+            threads=settings.WEB_THREADS,
+            read_body=self.asgi.read_body,
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] != self.stream_path:

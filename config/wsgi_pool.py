@@ -14,26 +14,32 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from tempfile import SpooledTemporaryFile
 from typing import IO
 
-from django.conf import settings
+from django.core.exceptions import RequestAborted
 
+BodyReader = Callable[[Callable], Awaitable[IO[bytes]]]
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class WSGIPool:
-    """An ASGI app (HTTP only) that runs the WSGI app `wsgi` on `threads` threads."""
+    """An ASGI app (HTTP only) that runs the WSGI app `wsgi` on `threads` threads.
 
-    def __init__(self, wsgi: Callable, threads: int) -> None:
+    `read_body` is Django's `ASGIHandler.read_body`: the body in memory up to
+    FILE_UPLOAD_MAX_MEMORY_SIZE, then on disk; RequestAborted if the client went away.
+    """
+
+    def __init__(self, wsgi: Callable, threads: int, read_body: BodyReader) -> None:
         self.wsgi = wsgi
+        self.read_body = read_body
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        body = await read_body(receive)
-        if body is None:  # the client went away
+        try:
+            body = await self.read_body(receive)
+        except RequestAborted:  # the client went away before its body arrived
             return
         with body:
             loop = asyncio.get_running_loop()
@@ -59,21 +65,6 @@ class WSGIPool:
         status, headers = started
         encoded = [(name.lower().encode("latin1"), v.encode("latin1")) for name, v in headers]
         return status, encoded, content
-
-
-async def read_body(receive: Callable) -> IO[bytes] | None:
-    """The request's body, as Django's ASGI handler reads it: in memory up to
-    FILE_UPLOAD_MAX_MEMORY_SIZE, then on disk. None if the client disconnected."""
-    body = SpooledTemporaryFile(max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE)  # noqa: SIM115 (closed by the caller)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            body.close()
-            return None
-        body.write(message.get("body", b""))
-        if not message.get("more_body", False):
-            body.seek(0)
-            return body
 
 
 def environ(scope: dict, body: IO[bytes]) -> dict:

@@ -129,10 +129,10 @@ def write_with_event(change: str, params: Mapping[str, object], event: Event) ->
     a failed statement leaves the caller's transaction usable; the relay is then woken once
     that transaction commits.
     """
-    insert, event_params = _event_insert(event, source="changed")
+    insert, event_params = _event_insert(event)
     statement = f"WITH changed AS ({change}), event AS ({insert}) SELECT * FROM changed"
-    in_transaction = connection.in_atomic_block
-    with transaction.atomic() if in_transaction else nullcontext(), connection.cursor() as cur:
+    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with savepoint, connection.cursor() as cur:
         cur.execute(statement, {**params, **event_params})
         rows = cur.fetchall()
     if rows:
@@ -140,8 +140,8 @@ def write_with_event(change: str, params: Mapping[str, object], event: Event) ->
     return rows
 
 
-def _event_insert(event: Event, source: str) -> tuple[str, dict]:
-    """The INSERT of `event` for each row of the CTE `source`, and its parameters."""
+def _event_insert(event: Event) -> tuple[str, dict]:
+    """The INSERT of `event` for each row of the CTE `changed`, and its parameters."""
     params: dict[str, object] = {
         "outbox_event_id": event.event_id,
         "outbox_topic": topic_name(event.topic),
@@ -154,7 +154,7 @@ def _event_insert(event: Event, source: str) -> tuple[str, dict]:
         SELECT %(outbox_event_id)s::uuid, %(outbox_topic)s::text, %(outbox_key)s::text,
                convert_to({_json_sql(value, params)}, 'UTF8'),
                {_jsonb_sql(headers, params)}, %(outbox_lane)s::smallint, {_NEW}
-          FROM {source}
+          FROM changed
     """
     return insert, params
 

@@ -131,7 +131,8 @@ class FailurePolicy:
             elif kind is Failure.DENIED:
                 self._back_off_denied(error, outcome)
             elif kind is Failure.OFFLINE:
-                self._hold_offline(outcome)
+                # until their partition is checked again (Deliveries logs which are offline)
+                self._hold_keys(outcome, CHECK_EVERY_S)
             else:
                 self._pause_for_cluster(error, len(ids))
         return any(kind is Failure.FATAL for _, kind in groups)
@@ -147,18 +148,17 @@ class FailurePolicy:
             delay,
         )
 
-    def _hold_offline(self, outcome: list[tuple[int, str, str, int]]) -> None:
-        """Hold the keys back until their partition is checked again (Deliveries logs
-        which partitions are offline); every other key goes on."""
+    def _hold_keys(self, outcome: list[tuple[int, str, str, int]], delay: float) -> None:
+        """Hold the keys of `outcome` back for `delay` seconds; every other key goes on."""
+        until = time.monotonic() + delay
         for _row_id, key, _state, _attempts in outcome:
-            self._key_retry_at[key] = time.monotonic() + CHECK_EVERY_S
+            self._key_retry_at[key] = until
 
     def _back_off_denied(self, error: str, outcome: list[tuple[int, str, str, int]]) -> None:
         """Hold the keys back: a denied topic delays only its own keys, and parks nothing."""
         self._denials += 1
         delay = backoff(self._denials, base=0.5, cap=60.0)
-        for _row_id, key, _state, _attempts in outcome:
-            self._key_retry_at[key] = time.monotonic() + delay
+        self._hold_keys(outcome, delay)
         logger.error(
             "relay: Kafka denied writing %d rows (%s); they stay pending, retrying in %.1fs",
             len(outcome),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
+from functools import lru_cache
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -48,6 +49,7 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+@lru_cache(maxsize=65_536)  # while a partition is offline, every row's key, batch after batch
 def partition_for(key: str, partitions: int) -> int:
     """The partition of `key` among `partitions`, as the murmur2 partitioners place it."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

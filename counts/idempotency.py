@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from counts.models import IdempotencyKey
+from infra.database import delete_in_batches
 
 
 class KeyReused(Exception):
@@ -90,11 +91,5 @@ def run_once(
 def prune_expired_keys(*, batch_size: int = 5_000, max_batches: int = 200) -> int:
     """Delete keys past the retention window in bounded batches; returns how many."""
     expired = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - retention())
-    deleted = 0
-    for _ in range(max_batches):
-        batch = expired.values("pk")[:batch_size]  # any order: a BRIN range scan
-        removed, _ = IdempotencyKey.objects.filter(pk__in=batch).delete()
-        deleted += removed
-        if removed < batch_size:
-            break
-    return deleted
+    # In any order: a BRIN range scan.
+    return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)[0]

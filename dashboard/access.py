@@ -23,12 +23,6 @@ def may_view(user) -> bool:
     return user.is_active and (user.is_staff or user.has_perm(VIEW_PERMISSION))
 
 
-async def amay_view(user) -> bool:
-    if settings.DASHBOARD_PUBLIC:
-        return True
-    return user.is_active and (user.is_staff or await user.ahas_perm(VIEW_PERMISSION))
-
-
 def _refusal(request: HttpRequest, user, *, login_redirect: bool) -> HttpResponse:
     if user.is_authenticated:
         return HttpResponse("You may not view the dashboard.", status=403)
@@ -39,12 +33,15 @@ def _refusal(request: HttpRequest, user, *, login_redirect: bool) -> HttpRespons
     return response
 
 
-def _release_database_connections() -> None:
-    """A live stream stays open for hours: it must not keep the connection its login check
-    used (inside a test's transaction the connection is the test's, and stays)."""
+def _may_view_then_release(user) -> bool:
+    """may_view(), for a live stream: it stays open for hours, so it must not keep the
+    connection its check used (inside a test's transaction the connection is the test's,
+    and stays)."""
+    allowed = may_view(user)
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
+    return allowed
 
 
 def viewer_required(view: Callable | None = None, *, login_redirect: bool = True) -> Callable:
@@ -56,8 +53,7 @@ def viewer_required(view: Callable | None = None, *, login_redirect: bool = True
             @functools.wraps(view)
             async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
                 user = await request.auser()
-                allowed = await amay_view(user)
-                await sync_to_async(_release_database_connections)()
+                allowed = await sync_to_async(_may_view_then_release)(user)
                 if not allowed:
                     return _refusal(request, user, login_redirect=login_redirect)
                 return await view(request, *args, **kwargs)

@@ -74,7 +74,7 @@ def _format_id(stream_id: StreamId) -> str:
 
 def entry_frame(entry_id: bytes, fields: dict[bytes, bytes]) -> Frame:
     if b"reset" in fields:
-        body = b"event: reset\ndata: {}\n\n"
+        body = RESET.data
     else:
         changes = fields.get(b"changes", b"[]")
         body = b'event: refresh\ndata: {"changes":' + changes + b"}\n\n"

@@ -264,7 +264,10 @@ class Snapshot:
 
 def count_entry(count_id: str, raw: bytes) -> dict:
     """One count of the counts hash: id, name, value and the newest version applied."""
-    entry = json.loads(raw)
+    return _count_entry(count_id, json.loads(raw))
+
+
+def _count_entry(count_id: str, entry: dict) -> dict:
     return {
         "id": count_id,
         "name": entry.get("name") or count_id,
@@ -281,13 +284,28 @@ def snapshot(client: Redis | None = None) -> Snapshot:
     pipe.xrevrange(stream_key(), count=1)
     raw_counts, feed, newest = pipe.execute()
     counts = {cid.decode(): count_entry(cid.decode(), raw) for cid, raw in raw_counts.items()}
-    stream_id = newest[0][0].decode() if newest else "0"
-    return Snapshot(counts=counts, feed=[json.loads(c) for c in feed], stream_id=stream_id)
+    return Snapshot(counts=counts, feed=[json.loads(c) for c in feed], stream_id=newest_id(newest))
+
+
+def newest_id(newest: list) -> str:
+    """The id an XREVRANGE ... COUNT 1 of the stream returned, or "0" when it is empty."""
+    return newest[0][0].decode() if newest else "0"
+
+
+def total_of(hi: bytes | None, lo: bytes | None) -> int:
+    """The sum of all values, from the totals hash's fields: hi * 10^9 + lo."""
+    return int(hi or 0) * 10**9 + int(lo or 0)
 
 
 def rebuild_indexes(client: Redis | None = None) -> bool:
     """Rebuild the name and value indexes and the totals from the counts hash if they drifted
-    (or predate them); True if they had to be. WATCH makes a concurrent change retry it."""
+    (or predate them); True if they had to be."""
+    return rebuild_indexes_reading_counts(client)[0]
+
+
+def rebuild_indexes_reading_counts(client: Redis | None = None) -> tuple[bool, dict[str, dict]]:
+    """rebuild_indexes(), and the counts it read (as snapshot().counts), for a caller that
+    needs them too: one read of the counts hash. WATCH makes a concurrent change retry it."""
     client = client or redis_client()
     while True:
         with client.pipeline(transaction=True) as pipe:
@@ -295,13 +313,13 @@ def rebuild_indexes(client: Redis | None = None) -> bool:
                 pipe.watch(counts_key())
                 raw_entries = pipe.hgetall(counts_key()).items()
                 entries = {cid.decode(): json.loads(raw) for cid, raw in raw_entries}
+                counts = {cid: _count_entry(cid, entry) for cid, entry in entries.items()}
                 by_name = {name_member(e.get("name"), cid): 0 for cid, e in entries.items()}
                 by_value = {cid: int(e["value"]) for cid, e in entries.items()}
                 total = sum(by_value.values())
-                shown = pipe.hmget(totals_key(), "hi", "lo")
-                shown_total = int(shown[0] or 0) * 10**9 + int(shown[1] or 0)
+                shown_total = total_of(*pipe.hmget(totals_key(), "hi", "lo"))
                 if pipe.zcard(by_name_key()) == len(entries) and shown_total == total:
-                    return False
+                    return False, counts
                 pipe.multi()
                 pipe.delete(by_name_key(), by_value_key(), totals_key())
                 _add_in_chunks(pipe, by_name_key(), by_name)
@@ -310,7 +328,7 @@ def rebuild_indexes(client: Redis | None = None) -> bool:
                 sign = -1 if total < 0 else 1
                 pipe.hset(totals_key(), mapping={"hi": sign * hi, "lo": sign * lo})
                 pipe.execute()
-                return True
+                return True, counts
             except WatchError:
                 continue
 
@@ -326,9 +344,6 @@ def publish_consumer_stats(stats: Mapping[str, object]) -> None:
 
 
 def consumer_stats() -> dict[str, str]:
-    return decode_consumer_stats(redis_client().hgetall(consumer_stats_key()))
-
-
-def decode_consumer_stats(raw: Mapping[bytes, bytes]) -> dict[str, str]:
-    """The consumer's figures as `publish_consumer_stats` stored them (HGETALL's bytes)."""
+    """The consumer's figures as `publish_consumer_stats` stored them."""
+    raw = redis_client().hgetall(consumer_stats_key())
     return {key.decode(): value.decode() for key, value in raw.items()}

@@ -66,10 +66,6 @@ def _entries(client: Redis, count_ids: Iterable[str]) -> list[dict]:
     return [_entry(cid, raw) for cid, raw in zip(ids, raws, strict=True) if raw is not None]
 
 
-def _total(hi: bytes | None, lo: bytes | None) -> int:
-    return int(hi or 0) * 10**9 + int(lo or 0)
-
-
 def _rate(seconds: list[int], counts: list[bytes | None]) -> list[list[int]]:
     return [[second, int(n or 0)] for second, n in zip(seconds, counts, strict=True)]
 
@@ -89,7 +85,7 @@ def summary(rate_seconds: int, client: Redis | None = None) -> dict:
     top = sorted(candidates, key=lambda e: (-int(e["value"]), e["name"]))[:TOP_COUNTS]
     return {
         "count_total": count_total,
-        "value_total": str(_total(hi, lo)),
+        "value_total": str(read_model.total_of(hi, lo)),
         "top": top,
         "rate": _rate(seconds, rate),
     }
@@ -140,7 +136,7 @@ def count_detail(count_id: str) -> dict | None:
     return {
         "count": _entry(count_id, raw),
         "history": _history(history),
-        "stream_id": newest[0][0].decode() if newest else "0",
+        "stream_id": read_model.newest_id(newest),
     }
 
 
@@ -157,7 +153,7 @@ def dashboard_state(query: str = "", page: int = 1) -> dict:
         **summary(RATE_WINDOW_SECONDS, client),
         "table": counts_page(query, page, client),
         "feed": sorted(map(json.loads, feed), key=lambda change: -change["ts"]),
-        "stream_id": newest[0][0].decode() if newest else "0",
+        "stream_id": read_model.newest_id(newest),
         # The page is rendered once: its relay backlog is read fresh from the database.
         "operations": {**pipeline_figures(read_model.consumer_stats()), **relay_backlog()},
     }

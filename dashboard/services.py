@@ -53,8 +53,7 @@ def reconcile_read_model(grace: timedelta = timedelta(seconds=30)) -> dict[str, 
     change figures and open pages but add nothing to the feed. Drifted indexes and totals
     (or ones that predate them) are rebuilt first.
     """
-    read_model.rebuild_indexes()
-    shown = read_model.snapshot().counts
+    _, shown = read_model.rebuild_indexes_reading_counts()
     settled = timezone.now() - grace
     stamp = now_ms()
     updates: dict[str, Update] = {}

@@ -1,5 +1,6 @@
 """The web's database connections: their budget (a system check), and the answer when
-PostgreSQL cannot serve a request: 503 with Retry-After, at once.
+PostgreSQL cannot serve a request: 503 with Retry-After, at once. Also the batched delete
+the retention jobs share.
 
 A request waits at most DATABASE_POOL_TIMEOUT seconds for one of its process's pooled
 connections; psycopg_pool then raises PoolTimeout, which Django hands on as its own
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.db import InterfaceError, OperationalError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 from psycopg_pool import PoolTimeout
@@ -74,3 +76,19 @@ def check_web_connection_budget(app_configs, **kwargs) -> list[CheckMessage]:
             id="infra.W001",
         )
     ]
+
+
+def delete_in_batches(
+    rows: QuerySet, *, batch_size: int, max_batches: int
+) -> tuple[int, int, bool]:
+    """Delete `rows`, in their order, `batch_size` at a time and at most `max_batches`
+    times, each batch a short statement of its own, so a large purge never holds locks for
+    long. Returns (deleted, batches, complete); not complete: rows may remain."""
+    deleted, batches, complete = 0, 0, False
+    while not complete and batches < max_batches:
+        batch = rows.values("pk")[:batch_size]
+        removed, _ = rows.model._default_manager.filter(pk__in=batch).delete()
+        deleted += removed
+        batches += 1
+        complete = removed < batch_size
+    return deleted, batches, complete

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from infra.database import delete_in_batches
 from outbox.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -40,14 +41,10 @@ def prune_published(
     expired = OutboxMessage.objects.filter(
         state=OutboxMessage.State.PUBLISHED, published_at__lt=cutoff
     )
-    deleted, batches, complete = 0, 0, False
-    while not complete and batches < max_batches:
-        # Oldest first through the partial index on published_at; LIMIT bounds the batch.
-        batch = expired.order_by("published_at").values("pk")[:batch_size]
-        removed, _ = OutboxMessage.objects.filter(pk__in=batch).delete()
-        deleted += removed
-        batches += 1
-        complete = removed < batch_size
+    # Oldest first through the partial index on published_at.
+    deleted, batches, complete = delete_in_batches(
+        expired.order_by("published_at"), batch_size=batch_size, max_batches=max_batches
+    )
     if not complete:
         logger.warning("outbox prune stopped after %d batches; the next run goes on", batches)
     logger.info(

@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from counts import idempotency
+from counts.api.conditional import IF_MATCH
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -98,6 +99,6 @@ def idempotent(handler: Handler) -> Handler:
 def _fingerprint(request: Request) -> str:
     """The request as its replays must repeat it: method, path, If-Match and JSON body."""
     body = json.dumps(request.data, sort_keys=True, separators=(",", ":"))
-    condition = request.headers.get("If-Match", "")
+    condition = request.headers.get(IF_MATCH, "")
     text = f"{request.method} {request.path}\n{condition}\n{body}"
     return hashlib.sha256(text.encode()).hexdigest()

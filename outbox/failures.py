@@ -35,6 +35,11 @@ from outbox.partitions import CHECK_EVERY_S
 
 logger = logging.getLogger(__name__)
 
+# While the cluster fails, the relay tries again at least this often: a batch that timed out
+# has already waited `message.timeout.ms`, and a longer pause only delays the drain once the
+# cluster is back.
+CLUSTER_PAUSE_MAX_S = 2.0
+
 # Only a refusal counts toward parking; every failure records its error.
 _RECORD_FAILURE = f"""
     UPDATE {TABLE}
@@ -139,7 +144,7 @@ class FailurePolicy:
 
     def _pause_for_cluster(self, error: str, rows: int) -> None:
         self._cluster_failures += 1
-        delay = backoff(self._cluster_failures)
+        delay = backoff(self._cluster_failures, cap=CLUSTER_PAUSE_MAX_S)
         self.paused_until = time.monotonic() + delay
         logger.warning(
             "relay: Kafka did not take %d rows (%s); they stay pending, retrying in %.1fs",

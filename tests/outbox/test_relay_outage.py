@@ -10,12 +10,14 @@ attempt counted, and once the broker is back everything goes out in commit order
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from outbox.failures import CLUSTER_PAUSE_MAX_S
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from tests.support.relay import (
@@ -83,6 +85,11 @@ def test_an_outage_longer_than_the_message_timeout_parks_nothing(private_broker,
 
             private_broker.start()
             wait_for(lambda: pending_count() == 0, 60, "the backlog to drain after the outage")
+            # However long the outage, the relay tried again within CLUSTER_PAUSE_MAX_S: it
+            # finds the broker back that soon, not after a pause grown to outlast it.
+            pauses = [float(s) for s in re.findall(r"retrying in ([\d.]+)s", caplog.text)]
+            assert len(pauses) >= 2 * TIMED_OUT_BATCHES
+            assert max(pauses) <= CLUSTER_PAUSE_MAX_S
         finally:
             relay.stop()
             serving.join(60)

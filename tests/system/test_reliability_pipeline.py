@@ -59,8 +59,8 @@ class Kill:
 
 
 def kill_mid_batch(relay: AppProcess, n: int) -> Kill:
-    """Commit a burst, and SIGKILL the relay once it has marked a share of it (from a tenth
-    to about three quarters, the later the kill) and not all."""
+    """Commit a burst, and SIGKILL the relay once it has marked a share of it (from a twelfth
+    to a half, the later the kill) and not all."""
     keys = [f"burst-{n}-{k}" for k in range(BURST_KEYS)]
     enqueue_backlog(keys, per_key=BURST // BURST_KEYS)
     burst = OutboxMessage.objects.filter(key__in=keys)
@@ -68,7 +68,7 @@ def kill_mid_batch(relay: AppProcess, n: int) -> Kill:
     # Not at its first mark: the relay has then settled a batch and not yet produced the
     # next one, and a kill finds no row delivered and unmarked. Well into the burst, batches
     # are on the wire while the ones before them are being marked.
-    share = BURST * (n + 2) // 14
+    share = BURST * (n + 2) // 24
     wait_for(lambda: marked.count() >= share, 30, "the relay to work on the burst", every=0.005)
     at_ms = int(time.time() * 1000)
     relay.kill()

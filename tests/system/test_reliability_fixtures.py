@@ -1,7 +1,11 @@
 """The fault-injection fixtures themselves work: private services stop, crash and come back."""
 
+from pathlib import Path
+
 import psycopg
 import pytest
+
+from scripts.services import read_pid
 
 
 def test_private_postgres_survives_a_crash_and_restart(private_postgres):
@@ -17,3 +21,10 @@ def test_private_postgres_survives_a_crash_and_restart(private_postgres):
 
     with psycopg.connect(url) as fresh:
         assert fresh.execute("SELECT n FROM probe").fetchall() == [(1,)]
+
+
+def test_a_private_broker_maps_the_classes_recorded_on_the_first_run(private_kafka):
+    # The archive halves a broker's start, which the fault tests pay a dozen times.
+    pid = read_pid(private_kafka.pid_file)
+    assert private_kafka.class_archive.exists()
+    assert str(private_kafka.class_archive) in Path(f"/proc/{pid}/maps").read_text()

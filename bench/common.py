@@ -161,13 +161,16 @@ def established_connections(pid: int, remote_port: int) -> int:
         with contextlib.suppress(OSError):
             if (target := os.readlink(fd)).startswith("socket:["):
                 inodes.add(target[8:-1])
-    found = 0
+    # Distinct sockets, not rows: the kernel lists the table a page per read, and a socket
+    # may be listed twice while others open and close between two reads.
+    found = set()
     for table in ("tcp", "tcp6"):
         for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = row.split()
             port = int(fields[2].rsplit(":", 1)[1], 16)
-            found += port == remote_port and fields[3] == "01" and fields[9] in inodes
-    return found
+            if port == remote_port and fields[3] == "01" and fields[9] in inodes:
+                found.add(fields[9])
+    return len(found)
 
 
 def resident_bytes(pid: int) -> int:

@@ -38,6 +38,7 @@ from common import (
     log,
     median,
     resident_bytes,
+    session_pids,
     setup_bench,
     summary,
 )
@@ -82,16 +83,6 @@ def start(env: dict[str, str], *argv: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
     )
-
-
-def session_pids(session: int) -> list[int]:
-    """The processes of a session (the web's master and workers)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
-                pids.append(int(stat.parent.name))
-    return pids
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,22 @@ def established_connections(pid: int, remote_port: int) -> int:
     return len(found)
 
 
+def session_pids(session: int) -> list[int]:
+    """The processes of a session (a server started in a session of its own, and its
+    workers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def session_connections(session: int, remote_port: int) -> int:
+    """TCP connections of a session's processes to `remote_port` (see established_connections)."""
+    return sum(established_connections(pid, remote_port) for pid in session_pids(session))
+
+
 def resident_bytes(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024

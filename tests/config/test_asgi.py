@@ -15,7 +15,7 @@ from config import wsgi_pool
 from config.asgi import application
 
 
-async def get(path: str, headers: list[tuple[bytes, bytes]] = ()) -> list[dict]:
+async def get(path: str) -> list[dict]:
     """Send one GET through the ASGI app; what it sent back, up to the response's start."""
     sent: list[dict] = []
     started = asyncio.Event()
@@ -42,7 +42,7 @@ async def get(path: str, headers: list[tuple[bytes, bytes]] = ()) -> list[dict]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), *headers],
+        "headers": [(b"host", b"127.0.0.1")],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -122,13 +122,19 @@ def test_the_wsgi_environ_of_an_asgi_request():
     assert environ["wsgi.input"] is body
 
 
-def test_a_page_comes_back_whole_with_every_header_and_cookie():
-    async def fetch() -> httpx.Response:
+def request(method: str, path: str, **kwargs) -> httpx.Response:
+    """One whole request through the ASGI app, as an HTTP client sees it."""
+
+    async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
-            return await web.get("/admin/login/")
+            return await web.request(method, path, **kwargs)
 
-    response = asyncio.run(fetch())
+    return asyncio.run(send())
+
+
+def test_a_page_comes_back_whole_with_every_header_and_cookie():
+    response = request("GET", "/admin/login/")
 
     assert response.status_code == 200
     assert b"</html>" in response.content
@@ -139,13 +145,7 @@ def test_a_page_comes_back_whole_with_every_header_and_cookie():
 
 def test_a_request_body_reaches_django():
     """An anonymous POST with a body: the CSRF check reads the form and refuses it."""
-
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
-            return await web.post("/admin/login/", data={"username": "a", "password": "b"})
-
-    response = asyncio.run(post())
+    response = request("POST", "/admin/login/", data={"username": "a", "password": "b"})
 
     assert response.status_code == 403
     assert b"CSRF" in response.content

@@ -4,7 +4,6 @@ cannot get a connection in time is answered 503 with Retry-After instead of hang
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from bench.common import established_connections
+from bench.common import session_connections
 from scripts.procfile import web_command
 from scripts.services import free_ports, is_listening
 from tests.support.paths import ROOT
@@ -39,22 +38,12 @@ LOAD_SECONDS = 4
 @dataclass(frozen=True)
 class Web:
     url: str
-    group: int  # the process group of the server and its workers
+    session: int  # the session of the server and its workers
 
     def database_connections(self, port: int) -> int:
         """The TCP connections the server's processes hold to `port`, read from /proc: only
         the web's, whatever else (this test's own pool) connects meanwhile."""
-        return sum(established_connections(pid, port) for pid in _group_pids(self.group))
-
-
-def _group_pids(group: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            after_name = stat.read_text().rsplit(")", 1)[1].split()
-            if int(after_name[2]) == group:  # field 5, pgrp
-                pids.append(int(stat.parent.name))
-    return pids
+        return session_connections(self.session, port)
 
 
 @pytest.fixture

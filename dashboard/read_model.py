@@ -262,12 +262,9 @@ class Snapshot:
         return ranked[:TOP_COUNTS]
 
 
-def count_entry(count_id: str, raw: bytes) -> dict:
-    """One count of the counts hash: id, name, value and the newest version applied."""
-    return _count_entry(count_id, json.loads(raw))
-
-
-def _count_entry(count_id: str, entry: dict) -> dict:
+def count_entry(count_id: str, entry: dict) -> dict:
+    """One count of the counts hash (its parsed JSON): id, name, value and the newest
+    version applied."""
     return {
         "id": count_id,
         "name": entry.get("name") or count_id,
@@ -283,7 +280,9 @@ def snapshot(client: Redis | None = None) -> Snapshot:
     pipe.lrange(feed_key(), 0, FEED_ENTRIES - 1)
     pipe.xrevrange(stream_key(), count=1)
     raw_counts, feed, newest = pipe.execute()
-    counts = {cid.decode(): count_entry(cid.decode(), raw) for cid, raw in raw_counts.items()}
+    counts = {
+        cid.decode(): count_entry(cid.decode(), json.loads(raw)) for cid, raw in raw_counts.items()
+    }
     return Snapshot(counts=counts, feed=[json.loads(c) for c in feed], stream_id=newest_id(newest))
 
 
@@ -313,9 +312,9 @@ def rebuild_indexes_reading_counts(client: Redis | None = None) -> tuple[bool, d
                 pipe.watch(counts_key())
                 raw_entries = pipe.hgetall(counts_key()).items()
                 entries = {cid.decode(): json.loads(raw) for cid, raw in raw_entries}
-                counts = {cid: _count_entry(cid, entry) for cid, entry in entries.items()}
+                counts = {cid: count_entry(cid, entry) for cid, entry in entries.items()}
                 by_name = {name_member(e.get("name"), cid): 0 for cid, e in entries.items()}
-                by_value = {cid: int(e["value"]) for cid, e in entries.items()}
+                by_value = {cid: count["value"] for cid, count in counts.items()}
                 total = sum(by_value.values())
                 shown_total = total_of(*pipe.hmget(totals_key(), "hi", "lo"))
                 if pipe.zcard(by_name_key()) == len(entries) and shown_total == total:

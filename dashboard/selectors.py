@@ -55,7 +55,7 @@ def operations(consumer_stats: dict[str, str]) -> dict:
 
 def _entry(count_id: str, raw: bytes) -> dict:
     """One count as the pages get it; values are strings (JavaScript has no int64)."""
-    entry = read_model.count_entry(count_id, raw)
+    entry = read_model.count_entry(count_id, json.loads(raw))
     return {**entry, "value": str(entry["value"])}
 
 

@@ -88,6 +88,7 @@ def _require_atomic() -> None:
 _TABLE = OutboxMessage._meta.db_table
 _COLUMNS = "event_id, topic, key, value, headers, lane, state, created_at, attempts, last_error"
 _NEW = f"'{OutboxMessage.State.PENDING}', now(), 0, ''"  # state, created_at, attempts, error
+_CHANGED = "changed"  # the CTE of the changed rows, which the event INSERT reads
 _INSERT = f"""
     INSERT INTO {_TABLE} ({_COLUMNS})
     VALUES {{rows}}
@@ -130,7 +131,7 @@ def write_with_event(change: str, params: Mapping[str, object], event: Event) ->
     that transaction commits.
     """
     insert, event_params = _event_insert(event)
-    statement = f"WITH changed AS ({change}), event AS ({insert}) SELECT * FROM changed"
+    statement = f"WITH {_CHANGED} AS ({change}), event AS ({insert}) SELECT * FROM {_CHANGED}"
     savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
     with savepoint, connection.cursor() as cur:
         cur.execute(statement, {**params, **event_params})
@@ -141,7 +142,7 @@ def write_with_event(change: str, params: Mapping[str, object], event: Event) ->
 
 
 def _event_insert(event: Event) -> tuple[str, dict]:
-    """The INSERT of `event` for each row of the CTE `changed`, and its parameters."""
+    """The INSERT of `event` for each row of the CTE of the changed rows, and its parameters."""
     params: dict[str, object] = {
         "outbox_event_id": event.event_id,
         "outbox_topic": topic_name(event.topic),
@@ -154,7 +155,7 @@ def _event_insert(event: Event) -> tuple[str, dict]:
         SELECT %(outbox_event_id)s::uuid, %(outbox_topic)s::text, %(outbox_key)s::text,
                convert_to({_json_sql(value, params)}, 'UTF8'),
                {_jsonb_sql(headers, params)}, %(outbox_lane)s::smallint, {_NEW}
-          FROM changed
+          FROM {_CHANGED}
     """
     return insert, params
 

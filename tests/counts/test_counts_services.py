@@ -278,7 +278,7 @@ def test_a_change_with_its_event_is_one_statement_committed_on_its_own(count):
 
     rows = write_with_event(change, {"delta": 1, "id": count.id}, event)
     with pytest.raises(DataError):
-        write_with_event(change, {"delta": 2**63 - 1, "id": count.id}, event)
+        write_with_event(change, {"delta": INT64_MAX, "id": count.id}, event)
 
     assert len(rows) == 1
     assert Count.objects.get(pk=count.id).value == 11

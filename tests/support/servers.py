@@ -200,7 +200,9 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self) -> KafkaCluster:
-        # The voters wait for each other's quorum, so they must start together.
+        # The voters wait for each other's quorum, so they must start together; the classes
+        # are recorded first, by one of them, if they were not yet.
+        self.nodes[0].archive_classes()
         with ThreadPoolExecutor(len(self.nodes)) as pool:
             list(pool.map(KafkaNode.start, self.nodes))
         wait_for(self._all_registered, 60, "every broker to register with the controller")

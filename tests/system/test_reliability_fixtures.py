@@ -24,7 +24,7 @@ def test_private_postgres_survives_a_crash_and_restart(private_postgres):
 
 
 def test_a_private_broker_maps_the_classes_recorded_on_the_first_run(private_kafka):
-    # The archive halves a broker's start, which the fault tests pay a dozen times.
+    # The archive cuts a broker's start by about 40 %, which the fault tests pay a dozen times.
     pid = read_pid(private_kafka.pid_file)
     assert private_kafka.class_archive.exists()
     assert str(private_kafka.class_archive) in Path(f"/proc/{pid}/maps").read_text()

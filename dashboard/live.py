@@ -12,7 +12,8 @@ hub runs two tasks on one shared Redis connection pool:
 Each frame goes, as the same bytes object, to the queue of every viewer (open stream). A
 viewer holds no Redis or database connection; it waits on its queue. A viewer resuming with
 Last-Event-ID first reads what it missed through the pool, then its queue; a viewer skips
-ids up to the last one it sent, so nothing is lost or repeated. A viewer whose queue grows
+ids up to the last one it sent, so nothing is lost or repeated; one resuming from an id the
+stream never issued gets `reset`. A viewer whose queue grows
 past DASHBOARD_STREAM_BUFFER_BYTES (it does not read) is cut off: its queue is emptied, it
 leaves the hub, and it gets `reset` as soon as it reads again. When the stream was trimmed
 past what the hub or a resuming viewer has read, they get `reset` too: the page reloads.
@@ -174,6 +175,9 @@ class Hub:
             if self._operations is not None:
                 yield self._operations.data
             viewer.position = live_from if last_id == "$" else parse_id(last_id)
+            if viewer.position > live_from and not await self._issued(viewer.position):
+                yield RESET.data  # its page came from another stream: reload it
+                return
             try:
                 async for frame in self._entries_between(viewer.position, live_from):
                     viewer.position = frame.id
@@ -292,6 +296,16 @@ class Hub:
             await asyncio.sleep(OPERATIONS_EVERY_SECONDS)
 
     # --- resuming --------------------------------------------------------------------
+
+    async def _issued(self, stream_id: StreamId) -> bool:
+        """Whether the stream has issued `stream_id`: an id past this hub's position may have
+        been read by another process's hub first, or never exist (forged, or from a Redis
+        since emptied)."""
+        try:
+            info = await self._redis.xinfo_stream(read_model.stream_key())
+        except ResponseError:  # no stream
+            return False
+        return stream_id <= parse_id(info["last-generated-id"])
 
     async def _entries_between(self, after: StreamId, until: StreamId) -> AsyncIterator[Frame]:
         """The entries after `after` up to `until`, page by page; raises Trimmed if some of

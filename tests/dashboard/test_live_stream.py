@@ -215,6 +215,24 @@ def test_viewers_resuming_with_last_event_id_while_writes_go_on_miss_nothing(app
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_last_event_id_the_stream_never_issued_gets_a_reset(app_stack):
+    """An id past the stream's newest (forged, or from another Redis) would hold back every
+    refresh until the stream reached it: the viewer must reload instead."""
+    _, url = app_stack("web", **PUBLIC)
+    newest = live.parse_id(announce(0))
+
+    async def first_change() -> str:
+        stream = await connect(url, headers={"Last-Event-ID": f"{newest[0] + 10**9}-0"})
+        try:
+            announce(1)
+            return (await stream.next_event("refresh", "reset")).event
+        finally:
+            stream.close()
+
+    assert run(first_change(), timeout=20) == "reset"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_open_streams_end_when_the_server_stops_gracefully(app_processes, test_database_url):
     (port,) = free_ports(1)
     argv = ("--port", str(port), "--timeout-graceful-shutdown", "2")

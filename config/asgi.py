@@ -55,6 +55,7 @@ class StreamOrWSGI:
         self.wsgi = WSGIPool(
             StaticFilesHandler(WSGIHandler()),
             threads=settings.WEB_THREADS,
+            queue_timeout=settings.WEB_QUEUE_TIMEOUT,
             read_body=self.asgi.read_body,
         )
 

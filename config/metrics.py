@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from config.wsgi_pool import REQUESTS_SHED
 from outbox.selectors import outbox_backlog
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ REQUESTS = Counter(
     ["method", "route", "status"],
     registry=REGISTRY,
 )
+REGISTRY.register(REQUESTS_SHED)
 LATENCY = Histogram(
     "countstream_http_request_duration_seconds",
     "Time from request to response (for a stream: until it starts)",

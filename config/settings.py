@@ -147,6 +147,9 @@ WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=os.cpu_count() or 1)
 # Each worker runs the sync requests (all but the live stream) on this many threads
 # (config/asgi.py); more requests than that wait in line for a thread, not for the pool.
 WEB_THREADS = env.int("WEB_THREADS", default=8)
+# A request still waiting for one of them after this many seconds is answered 503 with
+# Retry-After, unrun: under overload no client waits without bound.
+WEB_QUEUE_TIMEOUT = env.float("WEB_QUEUE_TIMEOUT", default=5.0)
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 

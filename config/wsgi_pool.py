@@ -3,7 +3,9 @@
 For everything but the live stream (config/asgi.py). The request's body is read on the
 event loop first, as Django's own ASGI handler reads it; then one thread of the pool runs
 the whole request through Django's WSGI handler and hands back the complete response,
-which the event loop sends. A thread never waits on the event loop. (a2wsgi and asgiref's
+which the event loop sends. A thread never waits on the event loop. A request that waited
+longer than its queue timeout for a thread is answered 503 with Retry-After without running:
+under overload the line stays short, and no client waits without bound. (a2wsgi and asgiref's
 WsgiToAsgi stream a response from the thread, each part a round trip to the event loop and
 back that the thread waits for: on two busy cores a2wsgi served 40 % fewer writes and about
 half the reads, docs/benchmarks.md.) So a response is held in memory whole: fine for pages,
@@ -13,15 +15,33 @@ API answers and the admin's static files; one that must stream (the live stream)
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from django.core.exceptions import RequestAborted
+from prometheus_client import Counter
+
+logger = logging.getLogger(__name__)
 
 BodyReader = Callable[[Callable], Awaitable[IO[bytes]]]
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+BUSY: Response = (
+    503,
+    [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+    b'{"detail":"The server is busy; try again shortly."}',
+)
+SHED_LOG_EVERY_S = 10.0
+# Registered with the web's metrics (config/metrics.py).
+REQUESTS_SHED = Counter(
+    "countstream_http_requests_shed",
+    "Requests answered 503 unrun: they waited over WEB_QUEUE_TIMEOUT for a thread",
+    registry=None,
+)
 
 
 class WSGIPool:
@@ -29,12 +49,18 @@ class WSGIPool:
 
     `read_body` is Django's `ASGIHandler.read_body`: the body in memory up to
     FILE_UPLOAD_MAX_MEMORY_SIZE, then on disk; RequestAborted if the client went away.
+    A request that waited over `queue_timeout` seconds for a thread gets BUSY.
     """
 
-    def __init__(self, wsgi: Callable, threads: int, read_body: BodyReader) -> None:
+    def __init__(
+        self, wsgi: Callable, threads: int, read_body: BodyReader, queue_timeout: float
+    ) -> None:
         self.wsgi = wsgi
         self.read_body = read_body
+        self.queue_timeout = queue_timeout
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+        self.shed = 0  # requests answered BUSY since the last log line
+        self._next_shed_log = 0.0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
@@ -44,12 +70,15 @@ class WSGIPool:
         with body:
             loop = asyncio.get_running_loop()
             status, headers, content = await loop.run_in_executor(
-                self.executor, self._respond, environ(scope, body)
+                self.executor, self._respond, environ(scope, body), time.monotonic()
             )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _respond(self, wsgi_environ: dict) -> Response:
+    def _respond(self, wsgi_environ: dict, queued_at: float) -> Response:
+        if (now := time.monotonic()) - queued_at > self.queue_timeout:
+            self._shed(now)
+            return BUSY
         started: list = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -65,6 +94,18 @@ class WSGIPool:
         status, headers = started
         encoded = [(name.lower().encode("latin1"), v.encode("latin1")) for name, v in headers]
         return status, encoded, content
+
+    def _shed(self, now: float) -> None:
+        """Count a request answered BUSY; log the count at most every SHED_LOG_EVERY_S."""
+        REQUESTS_SHED.inc()
+        self.shed += 1
+        if now >= self._next_shed_log:
+            logger.warning(
+                "web: %d request(s) waited over %gs for a thread; answered 503",
+                self.shed,
+                self.queue_timeout,
+            )
+            self.shed, self._next_shed_log = 0, now + SHED_LOG_EVERY_S
 
 
 def environ(scope: dict, body: IO[bytes]) -> dict:

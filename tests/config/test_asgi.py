@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import time
 
 import httpx
 from asgiref.sync import SyncToAsync
@@ -164,3 +166,35 @@ def test_a_client_gone_before_its_body_arrived_gets_no_answer():
     asyncio.run(application(scope, receive, send))
 
     assert sent == []
+
+
+def test_a_request_that_waited_too_long_for_a_thread_gets_503_and_does_not_run():
+    """Overload sheds load: a request still waiting for a thread after WEB_QUEUE_TIMEOUT is
+    answered 503 with Retry-After at once instead of being served to a client that gave up."""
+    ran: list[str] = []
+
+    def slow(environ: dict, start_response) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        time.sleep(0.5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    pool = wsgi_pool.WSGIPool(
+        slow, threads=1, read_body=application.asgi.read_body, queue_timeout=0.2
+    )
+
+    async def two_at_once() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=pool)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
+            first = asyncio.ensure_future(web.get("/first"))
+            await asyncio.sleep(0.05)  # the first holds the only thread
+            second = asyncio.ensure_future(web.get("/second"))
+            return await first, await second
+
+    first, second = asyncio.run(two_at_once())
+
+    assert first.status_code == 200
+    assert second.status_code == 503
+    assert second.headers["retry-after"] == "1"
+    assert json.loads(second.content) == {"detail": "The server is busy; try again shortly."}
+    assert ran == ["/first"]

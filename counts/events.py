@@ -13,12 +13,27 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _event(topic: str, count_id: object, version: int | Sql, body: dict) -> Event:
+# now_ms() as PostgreSQL reads it when it writes the row (after any wait for the row's lock).
+NOW_MS_SQL = Sql("floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+
+
+def _event(
+    topic: str,
+    count_id: object,
+    version: int | Sql,
+    body: dict,
+    timestamp: int | Sql | None = None,
+) -> Event:
     key = str(count_id)
     return Event(
         topic=topic,
         key=key,
-        value={"count_id": key, **body, "version": version, "timestamp": now_ms()},
+        value={
+            "count_id": key,
+            **body,
+            "version": version,
+            "timestamp": now_ms() if timestamp is None else timestamp,
+        },
         headers={
             "event_type": topic,
             "count_version": _text(version),
@@ -40,9 +55,9 @@ def value_updated(count: Count, old_value: int) -> Event:
 def value_incremented(count_id: object) -> Event:
     """value_updated() of an increment, for the statement that does it: the fields only that
     UPDATE knows are read from its updated row, `%(delta)s` being the statement's parameter
-    (counts.services.count_increment)."""
+    (counts.services.count_increment), and the time is taken once it holds the row."""
     body = {"old_value": Sql("value - %(delta)s"), "new_value": Sql("value")}
-    return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body)
+    return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body, timestamp=NOW_MS_SQL)
 
 
 def info_updated(count: Count, action: str, version: int | None = None) -> Event:

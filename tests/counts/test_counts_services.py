@@ -1,13 +1,16 @@
 """Every count service: the state it leaves and the exact outbox rows it commits with it."""
 
 import io
+import json
+import threading
+import time
 import uuid
 from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import DataError, transaction
+from django.db import DataError, connection, transaction
 
 from counts.management.commands.seed_demo import DEMO_COUNTS
 from counts.models import INT64_MAX, INT64_MIN, Count
@@ -207,6 +210,34 @@ def test_increment_rejects_a_delta_that_is_no_int64(count, delta):
 
 
 # --- set ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # the increment waits on a real row lock
+def test_an_increment_that_waited_for_the_row_lock_is_stamped_after_the_change_before_it(count):
+    """`timestamp` is the commit-side time (DESIGN.md): an increment queued behind another
+    change of its count carries a later time than that change, as its version is later."""
+    waiting = threading.Event()
+
+    def increment_behind_the_lock() -> None:
+        waiting.set()
+        try:
+            count_increment(count_id=count.id, delta=1)
+        finally:
+            connection.close()  # this thread's own
+
+    with transaction.atomic():
+        Count.objects.select_for_update().get(pk=count.id)
+        behind = threading.Thread(target=increment_behind_the_lock)
+        behind.start()
+        waiting.wait(5)
+        time.sleep(0.3)  # the increment now waits for the lock
+        count_set(count_id=count.id, value=100)
+    behind.join(10)
+
+    rows = OutboxMessage.objects.filter(key=str(count.id)).order_by("id")
+    set_event, increment_event = [json.loads(bytes(row.value)) for row in rows][-2:]
+    assert (set_event["new_value"], increment_event["new_value"]) == (100, 101)
+    assert increment_event["timestamp"] >= set_event["timestamp"]
 
 
 def test_set_emits_old_and_new(count):

@@ -6,7 +6,10 @@ bench/wrk_api.lua adding the token and body. Each round measures, in this order:
 - one client's increments (p50);
 - CLIENTS clients' increments for LOAD_SECONDS: responses >= 400 and socket errors,
   requests/s, p99, and the requests/s as a share of the service-level rate;
-- CLIENTS clients on GET /api/counts/{id}/, then on /healthz: the read's share of /healthz.
+- CLIENTS clients on GET /api/counts/{id}/, then on /healthz: the read's share of /healthz;
+- the CPU time each part of the stack (web, relay, consumer, PostgreSQL, Kafka, Redis and
+  wrk itself, from /proc) spent per increment of the CLIENTS clients' run: with every core
+  busy, the increments/s the machine's cores allow, and the run's share of it.
 Before the app starts, each round also measures the service-level write rate:
 `count_increment` in this process, WRITERS threads on their own connections and counts (as
 bench/bench_write_path.py does). Figures are the medians of the rounds; BENCH_ROUNDS (3) and
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -30,7 +34,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, compare_writes, emit, log, median, setup_bench
+from common import (
+    ROOT,
+    compare_writes,
+    cpu_seconds,
+    emit,
+    log,
+    median,
+    pids_named,
+    session_pids,
+    setup_bench,
+)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 CLIENTS = 64
@@ -41,6 +55,12 @@ SERVICE_SECONDS = 2
 COUNTS = 64
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
 APP_PROCESSES = ("web", "relay", "consumer")
+# The services, as (process name, a word of their command line).
+SERVICES = {
+    "postgres": ("postgres", ""),
+    "kafka": ("java", "kafka.Kafka"),
+    "redis": ("redis-server", ""),
+}
 
 
 def free_port() -> int:
@@ -52,8 +72,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def app(env: dict[str, str], port: int) -> Iterator[str]:
-    """Web, relay and consumer as `make run` (honcho: `sh -c`) starts them; their URL."""
+def app(env: dict[str, str], port: int) -> Iterator[tuple[str, dict[str, int]]]:
+    """Web, relay and consumer as `make run` (honcho: `sh -c`) starts them; their URL, and
+    the session of each (its processes)."""
     from scripts.procfile import procfile_commands, web_command  # ROOT is on the path now
 
     env = {
@@ -80,7 +101,7 @@ def app(env: dict[str, str], port: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, started[0])
-        yield url
+        yield url, {name: process.pid for name, process in zip(APP_PROCESSES, started, strict=True)}
     finally:
         for process in started:
             os.killpg(process.pid, signal.SIGTERM)
@@ -109,7 +130,7 @@ def wait_until_serving(url: str, web: subprocess.Popen, timeout: float = 60) -> 
 def wrk(
     url: str, paths: list[str], clients: int, seconds: float, token: str = "", body: str = ""
 ) -> dict[str, float]:
-    """One wrk run; requests/s, latency percentiles in ms, and failed responses."""
+    """One wrk run; requests, requests/s, latency percentiles in ms, failed responses."""
     env = {
         **os.environ,
         "BENCH_METHOD": "POST" if body else "GET",
@@ -123,6 +144,7 @@ def wrk(
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {
+        "requests": figures["requests"],
         "per_s": figures["requests"] / (figures["duration_us"] / 1e6),
         "p50_ms": figures["p50_us"] / 1000,
         "p99_ms": figures["p99_us"] / 1000,
@@ -130,11 +152,23 @@ def wrk(
     }
 
 
-def one_round(url: str, token: str, count_ids: list[str]) -> dict[str, float]:
+def cpu_used(sessions: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack, and by wrk (this process's
+    children that ended)."""
+    parts = {name: session_pids(session) for name, session in sessions.items()}
+    parts |= {name: pids_named(*named) for name, named in SERVICES.items()}
+    used = {name: cpu_seconds(pids) for name, pids in parts.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {**used, "wrk": children.ru_utime + children.ru_stime}
+
+
+def one_round(url: str, sessions: dict[str, int], token: str, count_ids: list[str]) -> dict:
     increments = [f"/api/counts/{count_id}/increment/" for count_id in count_ids]
     read = [f"/api/counts/{count_ids[0]}/"]
     one = wrk(url, increments, 1, SHORT_SECONDS, token, body='{"delta":1}')
+    before = cpu_used(sessions)
     many = wrk(url, increments, CLIENTS, LOAD_SECONDS, token, body='{"delta":1}')
+    after = cpu_used(sessions)
     reads = wrk(url, read, CLIENTS, SHORT_SECONDS, token)
     healthz = wrk(url, ["/healthz"], CLIENTS, SHORT_SECONDS)
     return {
@@ -145,6 +179,10 @@ def one_round(url: str, token: str, count_ids: list[str]) -> dict[str, float]:
         "reads_per_s": reads["per_s"],
         "reads_failed": reads["failed"],
         "healthz_per_s": healthz["per_s"],
+        **{
+            f"cpu_ms_{name}": (after[name] - before[name]) * 1000 / many["requests"]
+            for name in after
+        },
     }
 
 
@@ -169,13 +207,14 @@ def main() -> None:
     # Before the app: a server that leaks connections must not starve this side of them.
     service = compare_writes({"service": increment}, count_ids, WRITERS, ROUNDS, SERVICE_SECONDS)
     rounds = []
-    with app(bench.env, free_port()) as url:
+    with app(bench.env, free_port()) as (url, sessions):
         wrk(url, [f"/api/counts/{count_ids[0]}/increment/"], CLIENTS, 2, token, '{"delta":1}')
         for number in range(1, ROUNDS + 1):
-            rounds.append(one_round(url, token, count_ids))
+            rounds.append(one_round(url, sessions, token, count_ids))
             log(f"round {number}: {json.dumps({k: round(v, 2) for k, v in rounds[-1].items()})}")
     figures = {name: median(r[name] for r in rounds) for name in rounds[0]}
     report({**figures, "service_per_s": service["service"]}, rounds)
+    report_cpu(figures)
 
 
 def report(figures: dict[str, float], rounds: list[dict[str, float]]) -> None:
@@ -224,6 +263,33 @@ def report(figures: dict[str, float], rounds: list[dict[str, float]]) -> None:
         },
         baseline="/healthz of the same server (target ratio >= 0.5)",
         ratio=figures["reads_per_s"] / figures["healthz_per_s"],
+    )
+
+
+def report_cpu(figures: dict[str, float]) -> None:
+    """Where the CPU of an increment goes, and the rate the cores allow at that cost."""
+    cpu = {k.removeprefix("cpu_ms_"): v for k, v in figures.items() if k.startswith("cpu_ms_")}
+    total = sum(cpu.values())
+    cores = len(os.sched_getaffinity(0))
+    ceiling = cores * 1000 / total
+    emit(
+        "api_increment_cpu",
+        figures={
+            **{name: round(ms, 3) for name, ms in cpu.items()},
+            "total_ms": round(total, 3),
+            "cores": cores,
+            "ceiling_per_s": round(ceiling),
+        },
+        units={
+            **{name: f"ms of CPU per increment, {CLIENTS} clients' run (/proc)" for name in cpu},
+            "postgres": "ms of CPU per increment, every PostgreSQL process",
+            "wrk": "ms of CPU per increment, the load generator",
+            "total_ms": "the sum: ms of CPU per increment on this machine",
+            "cores": "cores this process may run on",
+            "ceiling_per_s": "cores x 1000 / total_ms: increments/s with all cores busy",
+        },
+        baseline="the increments/s over HTTP of the same run, as a share of the ceiling",
+        ratio=figures["increments_per_s"] / ceiling,
     )
 
 

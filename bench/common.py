@@ -173,15 +173,42 @@ def established_connections(pid: int, remote_port: int) -> int:
     return len(found)
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: [0] is the state."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def session_pids(session: int) -> list[int]:
     """The processes of a session (a server started in a session of its own, and its
     workers)."""
     pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
-                pids.append(int(stat.parent.name))
+            if int(_stat(proc.name)[3]) == session:
+                pids.append(int(proc.name))
     return pids
+
+
+def pids_named(name: str, argument: str = "") -> list[int]:
+    """The processes called `name` (/proc/<pid>/comm) whose command line holds `argument`."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (proc / "comm").read_text().strip() == name and argument.encode() in (
+                proc / "cmdline"
+            ).read_bytes():
+                pids.append(int(proc.name))
+    return pids
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """The CPU time (user and system, all threads) these processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat(pid)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def session_connections(session: int, remote_port: int) -> int:

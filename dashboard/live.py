@@ -17,6 +17,7 @@ stream never issued gets `reset`. A viewer whose queue grows
 past DASHBOARD_STREAM_BUFFER_BYTES (it does not read) is cut off: its queue is emptied, it
 leaves the hub, and it gets `reset` as soon as it reads again. When the stream was trimmed
 past what the hub or a resuming viewer has read, they get `reset` too: the page reloads.
+A stream opened while Redis is unavailable ends at once; the browser retries a second later.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ RETRY = b"retry: 1000\n\n"  # browsers reconnect after 1 s
 RESET = Frame(None, b"event: reset\ndata: {}\n\n")
 
 
-class Trimmed(Exception):
-    """Entries after a reader's position were trimmed before it read them."""
+class Unresumable(Exception):
+    """A viewer cannot go on from its id: entries after it were trimmed before it read them,
+    or the stream never issued it."""
 
 
 def parse_id(stream_id: str | bytes) -> StreamId:
@@ -165,30 +167,38 @@ class Hub:
 
     async def stream(self, last_id: str) -> AsyncIterator[bytes]:
         """One viewer's SSE body: from `last_id` ("$": from now on), then live, until it
-        is cut off or the client goes away."""
+        is cut off or the client goes away. Without Redis it ends (the browser retries)."""
         viewer = Viewer(settings.DASHBOARD_STREAM_BUFFER_BYTES)
         self.viewers.add(viewer)  # from here on it misses no fan-out
         try:
             yield RETRY
-            await asyncio.shield(self._start())
-            live_from = self.position  # what came after this is (or will be) in its queue
-            if self._operations is not None:
-                yield self._operations.data
-            viewer.position = live_from if last_id == "$" else parse_id(last_id)
-            if viewer.position > live_from and not await self._issued(viewer.position):
-                yield RESET.data  # its page came from another stream: reload it
-                return
             try:
-                async for frame in self._entries_between(viewer.position, live_from):
-                    viewer.position = frame.id
-                    yield frame.data
-            except Trimmed:
+                async for data in self._catch_up(viewer, last_id):
+                    yield data
+            except Unresumable:
                 yield RESET.data
+                return
+            except RedisError as exc:
+                logger.warning("live stream: Redis is unavailable, ending a stream: %s", exc)
                 return
             async for data in viewer.frames():
                 yield data
         finally:
             self._drop(viewer)
+
+    async def _catch_up(self, viewer: Viewer, last_id: str) -> AsyncIterator[bytes]:
+        """The hub started, the newest operations frame and what the viewer missed up to
+        the hub's position; from there on its queue has the rest."""
+        await asyncio.shield(self._start())
+        live_from = self.position  # what came after this is (or will be) in its queue
+        if self._operations is not None:
+            yield self._operations.data
+        viewer.position = live_from if last_id == "$" else parse_id(last_id)
+        if viewer.position > live_from and not await self._issued(viewer.position):
+            raise Unresumable  # its page came from another stream: reload it
+        async for frame in self._entries_between(viewer.position, live_from):
+            viewer.position = frame.id
+            yield frame.data
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -308,7 +318,7 @@ class Hub:
         return stream_id <= parse_id(info["last-generated-id"])
 
     async def _entries_between(self, after: StreamId, until: StreamId) -> AsyncIterator[Frame]:
-        """The entries after `after` up to `until`, page by page; raises Trimmed if some of
+        """The entries after `after` up to `until`, page by page; raises Unresumable if some of
         them are gone (each page and its check are read in one MULTI)."""
         key = read_model.stream_key()
         while after < until:
@@ -319,7 +329,7 @@ class Hub:
             if isinstance(info, ResponseError):  # no stream: nothing was missed
                 return
             if trimmed_after(info, after):
-                raise Trimmed
+                raise Unresumable
             for entry_id, fields in entries:
                 frame = entry_frame(entry_id, fields)
                 after = frame.id

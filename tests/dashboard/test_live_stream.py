@@ -233,6 +233,36 @@ def test_a_last_event_id_the_stream_never_issued_gets_a_reset(app_stack):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_stream_opened_while_redis_is_down_ends_cleanly_and_the_next_one_is_live(
+    app_stack, private_redis
+):
+    """The browser retries a stream that ends; the server says why in one line, without
+    an error of the app, and serves the next one once Redis is back."""
+    web, url = app_stack("web", redis=private_redis.url(15), **PUBLIC)
+    private_redis.stop()
+
+    async def events_of_one_stream() -> list[Event]:
+        stream = await connect(url)
+        try:
+            return [event async for event in stream.events()]
+        finally:
+            stream.close()
+
+    assert run(events_of_one_stream(), timeout=30) == []
+    wait_for(lambda: "live stream: Redis is unavailable" in web.log(), 10, "the warning")
+    assert "Traceback" not in web.log()
+
+    private_redis.start()
+    assert run(_live_stream_opens(url), timeout=30)
+
+
+async def _live_stream_opens(url: str) -> bool:
+    stream = await open_stream(url)
+    stream.close()
+    return True
+
+
+@pytest.mark.django_db(transaction=True)
 def test_open_streams_end_when_the_server_stops_gracefully(app_processes, test_database_url):
     (port,) = free_ports(1)
     argv = ("--port", str(port), "--timeout-graceful-shutdown", "2")

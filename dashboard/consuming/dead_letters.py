@@ -23,6 +23,17 @@ from infra.kafka import QUIET_LOG, backoff, client_config
 logger = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 10.0
+# A poison message is re-sent whole. Another client may have written it in a compressed
+# batch that holds a value over librdkafka's default 1 MB message limit, which this
+# producer would refuse locally on every retry and so stall its partition: it takes what a
+# consumer can receive (librdkafka's receive.message.max.bytes) and compresses as the relay
+# does, so that only the dead-letter topic's own limit can refuse it.
+_PRODUCER = {
+    "acks": "all",
+    "compression.type": "lz4",
+    "message.max.bytes": 100_000_000,
+    **QUIET_LOG,
+}
 
 
 class DeadLetterWriter:
@@ -39,9 +50,7 @@ class DeadLetterWriter:
         self.topic = topic
         self.group = group
         self._running = running
-        self._producer = Producer(
-            client_config(**{"acks": "all", **QUIET_LOG}, error_cb=error_cb), logger=logger
-        )
+        self._producer = Producer(client_config(**_PRODUCER, error_cb=error_cb), logger=logger)
 
     def send(self, dead: list[Poison]) -> bool:
         """Park poison messages; True once Kafka has acknowledged them all, False if asked

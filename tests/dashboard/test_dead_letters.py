@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -25,7 +26,8 @@ def dead_letter_failures() -> float:
 def test_a_dead_letter_kafka_refuses_keeps_its_offset_uncommitted_until_it_is_taken(pipeline):
     dead_letter_topic = topic_name(settings.KAFKA_DEAD_LETTER_TOPIC)
     set_max_message_bytes(dead_letter_topic, "512")
-    poison = b"\xff not json" + b"x" * 4000  # too large for the dead-letter topic now
+    # Too large for the dead-letter topic now, even compressed.
+    poison = b"\xff not json" + random.Random(7).randbytes(4000)
     pipeline.produce_raw([(topic_name(COUNT_VALUE_UPDATED), b"k", poison, None)])
     failures_before = dead_letter_failures()
 
@@ -46,6 +48,29 @@ def test_a_dead_letter_kafka_refuses_keeps_its_offset_uncommitted_until_it_is_ta
 
     set_max_message_bytes(dead_letter_topic, KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
     pipeline.consume_once()
+
+    dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=1)
+    assert [(m.value(), dict(m.headers())["dlq_reason"]) for m in dead] == [(poison, b"not-json")]
+    assert pipeline.lag() == 0
+
+
+def test_a_poison_message_too_large_for_a_default_producer_is_dead_lettered_whole(pipeline):
+    """Another client may write a compressed batch that holds a value over librdkafka's
+    default 1 MB message limit; the consumer must park it, not refuse it locally forever."""
+    poison = b"\xff not json" + b"x" * 3_000_000
+    pipeline.produce_raw(
+        [(topic_name(COUNT_VALUE_UPDATED), b"k", poison, None)],
+        **{"compression.type": "lz4", "message.max.bytes": 4_000_000},
+    )
+
+    consumer = DashboardConsumer(once=True)
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    try:
+        wait_for(lambda: not running.is_alive(), 60, "the consumer to park it and finish")
+    finally:
+        consumer.stop()
+        running.join(30)
 
     dead = pipeline.read_all(settings.KAFKA_DEAD_LETTER_TOPIC, expected=1)
     assert [(m.value(), dict(m.headers())["dlq_reason"]) for m in dead] == [(poison, b"not-json")]

@@ -98,8 +98,10 @@ class Pipeline:
         """Publish the pending outbox rows with the real relay, as `relay --once` does."""
         assert Relay(RelayOptions(once=True)).run() == 0
 
-    def produce_raw(self, messages) -> None:
-        producer = Producer(client_config(**{"partitioner": "murmur2_random"}))
+    def produce_raw(self, messages, **config) -> None:
+        """Produce (topic, key, value, headers) tuples as another client would; `config`
+        adds librdkafka settings of that client."""
+        producer = Producer(client_config(**{"partitioner": "murmur2_random", **config}))
         for topic, key, value, headers in messages:
             producer.produce(topic, key=key, value=value, headers=headers)
         assert producer.flush(10) == 0

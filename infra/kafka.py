@@ -7,11 +7,12 @@ librdkafka settings (`client_config`), the admin client, a quiet librdkafka log,
 from __future__ import annotations
 
 import logging
-import time
 
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 from django.conf import settings
+
+from infra.logs import RepeatedWarning
 
 # librdkafka's own log, critical lines only: while a broker is away it logs every failed
 # reconnect of every connection (dozens a second). Errors reach us through exceptions, or
@@ -46,25 +47,12 @@ class KafkaErrorLog:
         self.logger = logger
         self.prefix = prefix
         self.every = every
-        self._kinds: dict[int, tuple[float, int]] = {}  # code -> (last logged, repeats since)
+        self._kinds: dict[int, RepeatedWarning] = {}  # error code -> its warning
 
     def __call__(self, error: KafkaError) -> None:
         if error.fatal():
             self.logger.error("%s: %s (fatal)", self.prefix, error.str())
             return
-        now = time.monotonic()
-        logged_at, repeats = self._kinds.get(error.code(), (now - self.every, 0))
-        if now - logged_at < self.every:
-            self._kinds[error.code()] = (logged_at, repeats + 1)
-            return
-        self._kinds[error.code()] = (now, 0)
-        if repeats:
-            self.logger.warning(
-                "%s: %s (%d more like it in the %.0f s before)",
-                self.prefix,
-                error.str(),
-                repeats,
-                now - logged_at,
-            )
-        else:
-            self.logger.warning("%s: %s", self.prefix, error.str())
+        if (kind := self._kinds.get(error.code())) is None:
+            kind = self._kinds[error.code()] = RepeatedWarning(self.logger, self.every)
+        kind.warning("%s: %s", self.prefix, error.str())

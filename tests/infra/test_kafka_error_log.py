@@ -5,7 +5,7 @@ import logging
 import pytest
 from confluent_kafka import KafkaError
 
-from infra import kafka
+from infra import logs
 from infra.kafka import KafkaErrorLog
 
 TRANSPORT = KafkaError(KafkaError._TRANSPORT, "127.0.0.1:9092/1: Connection refused")
@@ -15,7 +15,7 @@ ALL_DOWN = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
 @pytest.fixture
 def clock(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(kafka.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
     return now
 
 

@@ -150,6 +150,8 @@ WEB_THREADS = env.int("WEB_THREADS", default=8)
 # A request still waiting for one of them after this many seconds is answered 503 with
 # Retry-After, unrun: under overload no client waits without bound.
 WEB_QUEUE_TIMEOUT = env.float("WEB_QUEUE_TIMEOUT", default=5.0)
+if WEB_QUEUE_TIMEOUT <= 0:
+    raise ImproperlyConfigured("WEB_QUEUE_TIMEOUT must be a number of seconds above 0")
 # Parallel test runs (and a test run beside the dev stack) each get their own database.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_countstream")}
 

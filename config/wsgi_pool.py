@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from django.core.exceptions import RequestAborted
 from prometheus_client import Counter
+
+from infra.logs import RepeatedWarning
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ BUSY: Response = (
     [(b"content-type", b"application/json"), (b"retry-after", b"1")],
     b'{"detail":"The server is busy; try again shortly."}',
 )
-SHED_LOG_EVERY_S = 10.0
 # Registered with the web's metrics (config/metrics.py).
 REQUESTS_SHED = Counter(
     "countstream_http_requests_shed",
@@ -49,7 +49,7 @@ class WSGIPool:
 
     `read_body` is Django's `ASGIHandler.read_body`: the body in memory up to
     FILE_UPLOAD_MAX_MEMORY_SIZE, then on disk; RequestAborted if the client went away.
-    A request that waited over `queue_timeout` seconds for a thread gets BUSY.
+    A request no thread has started within `queue_timeout` seconds gets BUSY, unrun.
     """
 
     def __init__(
@@ -59,8 +59,7 @@ class WSGIPool:
         self.read_body = read_body
         self.queue_timeout = queue_timeout
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
-        self.shed = 0  # requests answered BUSY since the last log line
-        self._next_shed_log = 0.0
+        self._shed_warning = RepeatedWarning(logger)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
@@ -68,17 +67,25 @@ class WSGIPool:
         except RequestAborted:  # the client went away before its body arrived
             return
         with body:
-            loop = asyncio.get_running_loop()
-            status, headers, content = await loop.run_in_executor(
-                self.executor, self._respond, environ(scope, body), time.monotonic()
-            )
+            status, headers, content = await self._run(environ(scope, body))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _respond(self, wsgi_environ: dict, queued_at: float) -> Response:
-        if (now := time.monotonic()) - queued_at > self.queue_timeout:
-            self._shed(now)
-            return BUSY
+    async def _run(self, wsgi_environ: dict) -> Response:
+        """The response from a thread, or BUSY if none had started the request within the
+        queue timeout (a request a thread has started always runs to its end)."""
+        work = self.executor.submit(self._respond, wsgi_environ)
+        answer = asyncio.wrap_future(work)
+        done, _ = await asyncio.wait([answer], timeout=self.queue_timeout)
+        if done or not work.cancel():  # answered, or running already: its answer counts
+            return await answer
+        REQUESTS_SHED.inc()
+        self._shed_warning.warning(
+            "web: a request waited over %gs for a thread; answered 503", self.queue_timeout
+        )
+        return BUSY
+
+    def _respond(self, wsgi_environ: dict) -> Response:
         started: list = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -94,18 +101,6 @@ class WSGIPool:
         status, headers = started
         encoded = [(name.lower().encode("latin1"), v.encode("latin1")) for name, v in headers]
         return status, encoded, content
-
-    def _shed(self, now: float) -> None:
-        """Count a request answered BUSY; log the count at most every SHED_LOG_EVERY_S."""
-        REQUESTS_SHED.inc()
-        self.shed += 1
-        if now >= self._next_shed_log:
-            logger.warning(
-                "web: %d request(s) waited over %gs for a thread; answered 503",
-                self.shed,
-                self.queue_timeout,
-            )
-            self.shed, self._next_shed_log = 0, now + SHED_LOG_EVERY_S
 
 
 def environ(scope: dict, body: IO[bytes]) -> dict:

@@ -168,14 +168,14 @@ def test_a_client_gone_before_its_body_arrived_gets_no_answer():
     assert sent == []
 
 
-def test_a_request_that_waited_too_long_for_a_thread_gets_503_and_does_not_run():
+def test_a_request_no_thread_started_in_time_gets_503_at_once_and_does_not_run():
     """Overload sheds load: a request still waiting for a thread after WEB_QUEUE_TIMEOUT is
-    answered 503 with Retry-After at once instead of being served to a client that gave up."""
+    answered 503 with Retry-After then, even while every thread is stuck, and never runs."""
     ran: list[str] = []
 
     def slow(environ: dict, start_response) -> list[bytes]:
         ran.append(environ["PATH_INFO"])
-        time.sleep(0.5)
+        time.sleep(1.0)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"done"]
 
@@ -183,18 +183,32 @@ def test_a_request_that_waited_too_long_for_a_thread_gets_503_and_does_not_run()
         slow, threads=1, read_body=application.asgi.read_body, queue_timeout=0.2
     )
 
-    async def two_at_once() -> tuple[httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=pool)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as web:
-            first = asyncio.ensure_future(web.get("/first"))
-            await asyncio.sleep(0.05)  # the first holds the only thread
-            second = asyncio.ensure_future(web.get("/second"))
-            return await first, await second
+    async def answer(path: str) -> tuple[list[dict], float]:
+        """What the pool sent for a GET of `path`, and how long it took."""
+        sent: list[dict] = []
 
-    first, second = asyncio.run(two_at_once())
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
 
-    assert first.status_code == 200
-    assert second.status_code == 503
-    assert second.headers["retry-after"] == "1"
-    assert json.loads(second.content) == {"detail": "The server is busy; try again shortly."}
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+        started = time.monotonic()
+        await pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
+        return sent, time.monotonic() - started
+
+    async def two_at_once() -> tuple[tuple[list[dict], float], tuple[list[dict], float]]:
+        first = asyncio.ensure_future(answer("/first"))
+        await asyncio.sleep(0.05)  # the first holds the only thread
+        second = await answer("/second")
+        return await first, second
+
+    (first, _), (second, waited) = asyncio.run(two_at_once())
+
+    assert first[0]["status"] == 200
+    assert second[0]["status"] == 503
+    assert waited < 0.7, f"answered after {waited:.2f} s, not at the queue timeout"
+    assert (b"retry-after", b"1") in second[0]["headers"]
+    assert json.loads(second[1]["body"]) == {"detail": "The server is busy; try again shortly."}
     assert ran == ["/first"]

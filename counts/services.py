@@ -130,7 +130,7 @@ _COLUMNS = [field.column for field in Count._meta.concrete_fields]
 # The increment itself; also the baseline bench/bench_write_path.py compares against.
 ADD_SQL = f"""
     UPDATE {Count._meta.db_table}
-       SET value = value + %(delta)s, version = version + 1, updated_at = now()
+       SET value = value + %(delta)s, version = version + 1, updated_at = clock_timestamp()
      WHERE id = %(count_id)s
  RETURNING {", ".join(_COLUMNS)}
 """

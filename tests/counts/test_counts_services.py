@@ -214,8 +214,9 @@ def test_increment_rejects_a_delta_that_is_no_int64(count, delta):
 
 @pytest.mark.django_db(transaction=True)  # the increment waits on a real row lock
 def test_an_increment_that_waited_for_the_row_lock_is_stamped_after_the_change_before_it(count):
-    """`timestamp` is the commit-side time (DESIGN.md): an increment queued behind another
-    change of its count carries a later time than that change, as its version is later."""
+    """An event's `timestamp` is taken once its change holds the count's row (docs/events.md):
+    an increment queued behind another change of its count carries a later time than that
+    change, as its version is later; so does the count's `updated_at`."""
     waiting = threading.Event()
 
     def increment_behind_the_lock() -> None:
@@ -238,6 +239,7 @@ def test_an_increment_that_waited_for_the_row_lock_is_stamped_after_the_change_b
     set_event, increment_event = [json.loads(bytes(row.value)) for row in rows][-2:]
     assert (set_event["new_value"], increment_event["new_value"]) == (100, 101)
     assert increment_event["timestamp"] >= set_event["timestamp"]
+    assert Count.objects.get(pk=count.id).updated_at.timestamp() * 1000 >= set_event["timestamp"]
 
 
 def test_set_emits_old_and_new(count):

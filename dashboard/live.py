@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from dashboard import read_model
 from dashboard.selectors import operations
 from infra.kafka import backoff
+from infra.logs import RepeatedWarning
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,16 @@ class Hub:
         self.position: StreamId = (0, 0)  # the last entry fanned out
         self._redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
-                settings.REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=POOL_TIMEOUT_SECONDS
+                settings.REDIS_URL,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=POOL_TIMEOUT_SECONDS,
+                # An unreachable host fails a stream's start as fast as a refusing one.
+                socket_connect_timeout=settings.CACHES["default"]["OPTIONS"][
+                    "SOCKET_CONNECT_TIMEOUT"
+                ],
             )
         )
+        self._ending = RepeatedWarning(logger)  # streams ended for want of Redis
         self._started: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._operations: Frame | None = None
@@ -178,8 +186,8 @@ class Hub:
             except Unresumable:
                 yield RESET.data
                 return
-            except RedisError as exc:
-                logger.warning("live stream: Redis is unavailable, ending a stream: %s", exc)
+            except RedisError as exc:  # down, or no pooled connection free in time
+                self._ending.warning("live stream: no Redis connection, ending a stream: %s", exc)
                 return
             async for data in viewer.frames():
                 yield data

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from django.conf import settings
 
 from counts.events import now_ms
 from dashboard.consuming import metrics
@@ -28,12 +29,7 @@ RETRY_MAX_SECONDS = 10.0
 # producer would refuse locally on every retry and so stall its partition: it takes what a
 # consumer can receive (librdkafka's receive.message.max.bytes) and compresses as the relay
 # does, so that only the dead-letter topic's own limit can refuse it.
-_PRODUCER = {
-    "acks": "all",
-    "compression.type": "lz4",
-    "message.max.bytes": 100_000_000,
-    **QUIET_LOG,
-}
+_PRODUCER = {"acks": "all", "message.max.bytes": 100_000_000, **QUIET_LOG}
 
 
 class DeadLetterWriter:
@@ -50,7 +46,11 @@ class DeadLetterWriter:
         self.topic = topic
         self.group = group
         self._running = running
-        self._producer = Producer(client_config(**_PRODUCER, error_cb=error_cb), logger=logger)
+        compression = settings.KAFKA_PRODUCER_CONFIG["compression.type"]  # the relay's
+        self._producer = Producer(
+            client_config(**_PRODUCER, **{"compression.type": compression}, error_cb=error_cb),
+            logger=logger,
+        )
 
     def send(self, dead: list[Poison]) -> bool:
         """Park poison messages; True once Kafka has acknowledged them all, False if asked

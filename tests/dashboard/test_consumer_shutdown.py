@@ -15,6 +15,7 @@ from infra.topics import topic_name
 from outbox.models import OutboxMessage
 from tests.support.pipeline import (
     KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    POISON_OVER_512_BYTES,
     database_truth,
     read_model_state,
     set_max_message_bytes,
@@ -95,7 +96,7 @@ def test_sigterm_while_the_dead_letter_topic_refuses_commits_nothing_of_the_held
 ):
     dead_letter_topic = topic_name(settings.KAFKA_DEAD_LETTER_TOPIC)
     set_max_message_bytes(dead_letter_topic, "512")
-    poison = b"\xff not json" + b"x" * 4000  # too large for the dead-letter topic now
+    poison = POISON_OVER_512_BYTES  # too large for the dead-letter topic now
     pipeline.produce_raw([(topic_name(COUNT_VALUE_UPDATED), b"k", poison, None)])
     consumer = consumer_on(app_processes, pipeline, database_url=test_database_url)
     stop_while_retrying(consumer, "cannot dead-letter")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 
 import pytest
@@ -12,7 +11,11 @@ from prometheus_client import REGISTRY
 from counts.events import COUNT_VALUE_UPDATED
 from dashboard.consuming.loop import DashboardConsumer
 from infra.topics import topic_name
-from tests.support.pipeline import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, set_max_message_bytes
+from tests.support.pipeline import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    POISON_OVER_512_BYTES,
+    set_max_message_bytes,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack
@@ -26,8 +29,7 @@ def dead_letter_failures() -> float:
 def test_a_dead_letter_kafka_refuses_keeps_its_offset_uncommitted_until_it_is_taken(pipeline):
     dead_letter_topic = topic_name(settings.KAFKA_DEAD_LETTER_TOPIC)
     set_max_message_bytes(dead_letter_topic, "512")
-    # Too large for the dead-letter topic now, even compressed.
-    poison = b"\xff not json" + random.Random(7).randbytes(4000)
+    poison = POISON_OVER_512_BYTES  # too large for the dead-letter topic now
     pipeline.produce_raw([(topic_name(COUNT_VALUE_UPDATED), b"k", poison, None)])
     failures_before = dead_letter_failures()
 

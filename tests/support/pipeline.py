@@ -12,6 +12,7 @@ topics from the start).
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,6 +142,8 @@ class Pipeline:
 
 
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = "1048588"
+# A poison message (not JSON) that no compression brings under a `max.message.bytes` of 512.
+POISON_OVER_512_BYTES = b"\xff not json" + random.Random(7).randbytes(4000)
 
 
 def set_max_message_bytes(topic: str, value: str) -> None:

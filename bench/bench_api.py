@@ -8,8 +8,9 @@ bench/wrk_api.lua adding the token and body. Each round measures, in this order:
   requests/s, p99, and the requests/s as a share of the service-level rate;
 - CLIENTS clients on GET /api/counts/{id}/, then on /healthz: the read's share of /healthz;
 - the CPU time each part of the stack (web, relay, consumer, PostgreSQL, Kafka, Redis and
-  wrk itself, from /proc) spent per increment of the CLIENTS clients' run: with every core
-  busy, the increments/s the machine's cores allow, and the run's share of it.
+  wrk itself) spent per increment of the CLIENTS clients' run, from /proc (each service
+  found by the port it listens on): with every core busy, the increments/s the machine's
+  cores allow, and the run's share of it.
 Before the app starts, each round also measures the service-level write rate:
 `count_increment` in this process, WRITERS threads on their own connections and counts (as
 bench/bench_write_path.py does). Figures are the medians of the rounds; BENCH_ROUNDS (3) and
@@ -33,15 +34,16 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from common import (
     ROOT,
     compare_writes,
     cpu_seconds,
     emit,
+    listening_tree,
     log,
     median,
-    pids_named,
     session_pids,
     setup_bench,
 )
@@ -55,12 +57,6 @@ SERVICE_SECONDS = 2
 COUNTS = 64
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_api.lua"
 APP_PROCESSES = ("web", "relay", "consumer")
-# The services, as (process name, a word of their command line).
-SERVICES = {
-    "postgres": ("postgres", ""),
-    "kafka": ("java", "kafka.Kafka"),
-    "redis": ("redis-server", ""),
-}
 
 
 def free_port() -> int:
@@ -152,17 +148,31 @@ def wrk(
     }
 
 
+def service_ports() -> dict[str, int]:
+    """The port each service the app uses listens on, from Django's settings."""
+    from django.conf import settings
+
+    kafka = settings.KAFKA_BOOTSTRAP_SERVERS.split(",")[0].rsplit(":", 1)[1]
+    return {
+        "postgres": int(settings.DATABASES["default"]["PORT"] or 5432),
+        "kafka": int(kafka),
+        "redis": urlsplit(settings.REDIS_URL).port or 6379,
+    }
+
+
 def cpu_used(sessions: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each part of the stack, and by wrk (this process's
     children that ended)."""
     parts = {name: session_pids(session) for name, session in sessions.items()}
-    parts |= {name: pids_named(*named) for name, named in SERVICES.items()}
+    parts |= {name: listening_tree(port) for name, port in service_ports().items()}
     used = {name: cpu_seconds(pids) for name, pids in parts.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {**used, "wrk": children.ru_utime + children.ru_stime}
 
 
-def one_round(url: str, sessions: dict[str, int], token: str, count_ids: list[str]) -> dict:
+def one_round(
+    url: str, sessions: dict[str, int], token: str, count_ids: list[str]
+) -> dict[str, float]:
     increments = [f"/api/counts/{count_id}/increment/" for count_id in count_ids]
     read = [f"/api/counts/{count_ids[0]}/"]
     one = wrk(url, increments, 1, SHORT_SECONDS, token, body='{"delta":1}')
@@ -282,7 +292,7 @@ def report_cpu(figures: dict[str, float]) -> None:
         },
         units={
             **{name: f"ms of CPU per increment, {CLIENTS} clients' run (/proc)" for name in cpu},
-            "postgres": "ms of CPU per increment, every PostgreSQL process",
+            "postgres": "ms of CPU per increment, PostgreSQL's server and its backends",
             "wrk": "ms of CPU per increment, the load generator",
             "total_ms": "the sum: ms of CPU per increment on this machine",
             "cores": "cores this process may run on",

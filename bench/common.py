@@ -189,25 +189,40 @@ def session_pids(session: int) -> list[int]:
     return pids
 
 
-def pids_named(name: str, argument: str = "") -> list[int]:
-    """The processes called `name` (/proc/<pid>/comm) whose command line holds `argument`."""
-    pids = []
+def listening_tree(port: int) -> list[int]:
+    """The process listening on TCP `port` on this machine and all its descendants (a
+    server's workers, PostgreSQL's backends); empty if none listens."""
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(f"socket:[{fields[9]}]")
+    children: dict[int, list[int]] = {}
+    server = None
     for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            if (proc / "comm").read_text().strip() == name and argument.encode() in (
-                proc / "cmdline"
-            ).read_bytes():
-                pids.append(int(proc.name))
-    return pids
+        with contextlib.suppress(OSError, IndexError):
+            pid = int(proc.name)
+            children.setdefault(int(_stat(pid)[1]), []).append(pid)
+            if server is None and any(
+                os.readlink(fd) in listening for fd in (proc / "fd").iterdir()
+            ):
+                server = pid
+    tree, todo = [], [server] if server else []
+    while todo:
+        tree.append(pid := todo.pop())
+        todo += children.get(pid, [])
+    return tree
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:
-    """The CPU time (user and system, all threads) these processes have used so far."""
+    """The CPU time (user and system, all threads) these processes and their children that
+    ended have used so far."""
     ticks = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = _stat(pid)
-            ticks += int(fields[11]) + int(fields[12])
+            ticks += sum(int(tick) for tick in fields[11:15])  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -58,7 +58,7 @@ def processed(port: int) -> float:
 
 def consumer_rate(env: dict[str, str]) -> float:
     """Events/s of a real consumer process, from its first to its last processed event."""
-    from scripts.services import free_ports
+    from scripts.service_tools import free_ports
 
     (port,) = free_ports(1)
     command = [sys.executable, "manage.py", "consume", "--metrics-port", str(port)]

@@ -47,7 +47,7 @@ def baseline_tree(into: Path) -> Path | None:
 
 def serve(stack: ExitStack, env: dict[str, str], tree: Path, port: int) -> str:
     """uvicorn serving the project in `tree` on `port`, once it answers; returns its URL."""
-    from scripts.services import is_listening
+    from scripts.service_tools import is_listening
 
     command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)]
     process = subprocess.Popen(
@@ -98,7 +98,7 @@ def measure(browser, url: str) -> dict[str, float]:
 
 
 def ports() -> list[int]:
-    from scripts.services import free_ports
+    from scripts.service_tools import free_ports
 
     first = os.environ.get("BENCH_WEB_PORT")
     return [int(first), int(first) + 1] if first else free_ports(2)

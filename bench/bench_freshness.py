@@ -144,7 +144,7 @@ def main() -> None:
     from counts import cache, services
     from counts.models import Count
     from dashboard import read_model
-    from scripts.services import free_ports, is_listening
+    from scripts.service_tools import free_ports, is_listening
 
     count_ids = [
         str(services.count_create(name=f"fresh-{bench.run_id}-{n}").id) for n in range(COUNTS)

@@ -203,7 +203,7 @@ def latency(env: dict[str, str]) -> None:
 
     from counts import services
     from outbox.models import OutboxMessage
-    from scripts.services import free_ports
+    from scripts.service_tools import free_ports
 
     count_ids = [services.count_create(name=f"latency-{n}").id for n in range(64)]
     committed: dict[str, float] = {}

@@ -235,7 +235,7 @@ def main() -> None:
 
     from counts import services
     from dashboard import read_model
-    from scripts.services import free_ports, is_listening
+    from scripts.service_tools import free_ports, is_listening
 
     # Staff may view the dashboard; the streams share one session, as a browser's tabs do.
     user = get_user_model().objects.create_user(f"stream-bench-{bench.run_id}", is_staff=True)

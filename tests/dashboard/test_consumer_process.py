@@ -18,7 +18,7 @@ from counts.models import Count
 from dashboard import read_model
 from infra.kafka import admin_client
 from outbox.models import OutboxMessage
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 from tests.support.pipeline import database_truth, read_model_state
 from tests.support.waiting import wait_for
 

@@ -19,7 +19,7 @@ from bench.sse_client import Event, SseStream
 from counts import services
 from dashboard import live, read_model
 from infra.redis import redis_client
-from scripts.services import free_ports, is_listening
+from scripts.service_tools import free_ports, is_listening
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack  # Redis: the stream's hub reads the read model's stream

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from infra import health
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 from tests.support.processes import process_env
 
 

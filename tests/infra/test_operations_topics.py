@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from infra.kafka import admin_client
 from infra.topics import describe_topics, topic_configs, topic_name
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack

@@ -30,7 +30,7 @@ from outbox.leases import LANE_LOCKS, LaneLeases
 from outbox.models import OutboxMessage
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 from tests.support.processes import RELAY_TIMING, database_url, run_manage
 from tests.support.relay import (
     assert_commit_order,

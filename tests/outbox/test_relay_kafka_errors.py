@@ -33,7 +33,8 @@ from infra.kafka import admin_client
 from infra.topics import ensure_topics, topic_name
 from outbox.relay import Relay, RelayOptions
 from outbox.services import Event, enqueue
-from scripts.services import KafkaNode, free_ports
+from scripts.kafka_node import KafkaNode
+from scripts.service_tools import free_ports
 from tests.support.waiting import wait_for
 
 pytestmark = [

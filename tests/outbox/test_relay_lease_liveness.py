@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from django.db import connection
 
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 from tests.support.processes import RELAY_TIMING, database_url
 from tests.support.relay import wait_until_serving
 from tests.support.waiting import wait_for

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from scripts.services import (
-    KafkaNode,
-    free_ports,
-)
+from scripts.kafka_node import KafkaNode
+from scripts.service_tools import free_ports
 from tests.support.processes import AppProcess, AppProcesses, database_url
 from tests.support.servers import KafkaCluster, PrivatePostgres, PrivateRedis, private_kafka_node
 

@@ -13,10 +13,7 @@ from typing import Any
 
 import httpx
 
-from scripts.services import (
-    free_ports,
-    is_listening,
-)
+from scripts.service_tools import free_ports, is_listening
 from tests.support.paths import ROOT
 from tests.support.waiting import wait_for
 

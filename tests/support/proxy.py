@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from scripts.services import free_ports
+from scripts.service_tools import free_ports
 
 
 class TcpProxy:

@@ -19,14 +19,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from scripts.services import (
-    KafkaNode,
-    free_ports,
-    is_listening,
-    kafka_cluster_id,
-    newest_postgres,
-    read_pid,
-)
+from scripts.kafka_node import KafkaNode, kafka_cluster_id
+from scripts.service_tools import free_ports, is_listening, read_pid
+from scripts.services import newest_postgres
 from tests.support.waiting import wait_for
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -5,7 +5,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from scripts.services import read_pid
+from scripts.service_tools import read_pid
 
 
 def test_private_postgres_survives_a_crash_and_restart(private_postgres):

@@ -13,7 +13,8 @@ from django.db import connection
 from django_redis import get_redis_connection
 
 from infra.kafka import admin_client
-from scripts.services import KafkaNode, Postgres, Redis
+from scripts.kafka_node import KafkaNode
+from scripts.services import Postgres, Redis
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.stack

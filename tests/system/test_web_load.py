@@ -24,7 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from bench.common import session_connections
 from scripts.procfile import web_command
-from scripts.services import free_ports, is_listening
+from scripts.service_tools import free_ports, is_listening
 from tests.support.paths import ROOT
 from tests.support.processes import api_client, process_env
 from tests.support.waiting import wait_for

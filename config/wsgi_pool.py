@@ -76,7 +76,11 @@ class WSGIPool:
         queue timeout (a request a thread has started always runs to its end)."""
         work = self.executor.submit(self._respond, wsgi_environ)
         answer = asyncio.wrap_future(work)
-        done, _ = await asyncio.wait([answer], timeout=self.queue_timeout)
+        try:
+            done, _ = await asyncio.wait([answer], timeout=self.queue_timeout)
+        except asyncio.CancelledError:  # the client went away: still in line, it never runs
+            work.cancel()
+            raise
         if done or not work.cancel():  # answered, or running already: its answer counts
             return await answer
         REQUESTS_SHED.inc()

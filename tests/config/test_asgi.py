@@ -212,3 +212,43 @@ def test_a_request_no_thread_started_in_time_gets_503_at_once_and_does_not_run()
     assert (b"retry-after", b"1") in second[0]["headers"]
     assert json.loads(second[1]["body"]) == {"detail": "The server is busy; try again shortly."}
     assert ran == ["/first"]
+
+
+def test_a_request_whose_client_went_away_while_it_waited_for_a_thread_never_runs():
+    """The server cancels a request (a client gone, a graceful shutdown's end): one still in
+    line must not run later for nobody, with its body already closed."""
+    ran: list[str] = []
+
+    def slow(environ: dict, start_response) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    pool = wsgi_pool.WSGIPool(
+        slow, threads=1, read_body=application.asgi.read_body, queue_timeout=5
+    )
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    def request(path: str):
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+        return pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
+
+    async def cancel_the_second() -> None:
+        first = asyncio.ensure_future(request("/first"))
+        await asyncio.sleep(0.05)  # the first holds the only thread
+        second = asyncio.ensure_future(request("/second"))
+        await asyncio.sleep(0.05)
+        second.cancel()
+        await first
+        await asyncio.sleep(0.1)  # a thread is free: a second left in line would run now
+
+    asyncio.run(cancel_the_second())
+    pool.executor.shutdown(wait=True)
+
+    assert ran == ["/first"]

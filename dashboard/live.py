@@ -168,6 +168,7 @@ class Hub:
             )
         )
         self._ending = RepeatedWarning(logger)  # streams ended for want of Redis
+        self._reading = RepeatedWarning(logger)  # the reader's failed reads
         self._started: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._operations: Frame | None = None
@@ -187,7 +188,9 @@ class Hub:
                 yield RESET.data
                 return
             except RedisError as exc:  # down, or no pooled connection free in time
-                self._ending.warning("live stream: no Redis connection, ending a stream: %s", exc)
+                self._ending.warning(
+                    "live stream: Redis failed, ending a stream: %s: %s", type(exc).__name__, exc
+                )
                 return
             async for data in viewer.frames():
                 yield data
@@ -280,7 +283,7 @@ class Hub:
             except RedisError as exc:
                 failures += 1
                 delay = backoff(failures, base=0.05, cap=2.0)
-                logger.warning("live stream: cannot read, retrying in %.2fs: %s", delay, exc)
+                self._reading.warning("live stream: cannot read, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 continue
             failures = 0

@@ -38,9 +38,8 @@ def admin_client() -> AdminClient:
 class KafkaErrorLog:
     """A librdkafka `error_cb` that tells an outage in a few lines, not one per reconnect.
 
-    The first error of a kind is logged at once (WARNING); repeats are only counted until
-    `every` seconds have passed, and the next one is logged with that count. Fatal errors
-    are always logged, at ERROR.
+    Each kind of error is a RepeatedWarning of its own (at once, then at most every `every`
+    seconds with a count). Fatal errors are always logged, at ERROR.
     """
 
     def __init__(self, logger: logging.Logger, prefix: str, every: float = 10.0) -> None:

@@ -10,7 +10,8 @@ import time
 
 class RepeatedWarning:
     """Logs the first occurrence at once; later ones are only counted until `every` seconds
-    have passed, and the next one is logged with that count. Thread-safe."""
+    have passed, and the next one is logged with that count (so the count of the last few
+    seconds of an outage is not told if nothing repeats after them). Thread-safe."""
 
     def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
         self.logger = logger

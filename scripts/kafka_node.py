@@ -34,7 +34,7 @@ KAFKA_POM_DIR = ROOT / "scripts" / "kafka"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 
 KAFKA_PROPERTIES = """\
-# Written by scripts/services.py; a single KRaft node tuned for a small machine.
+# Written by scripts/kafka_node.py; a KRaft broker+controller tuned for a small machine.
 process.roles=broker,controller
 node.id={node_id}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}

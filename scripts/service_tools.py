@@ -1,6 +1,7 @@
-"""What scripts/services.py and scripts/kafka_node.py share: where services live, waiting
-for a port, running commands, installing packages and stopping processes by pid file.
-Standard library only."""
+"""Where services live, waiting for a port, free ports, running commands, installing
+packages and stopping processes by pid file: for scripts/services.py and
+scripts/kafka_node.py, and the tests and benchmarks that start servers. Standard library
+only."""
 
 from __future__ import annotations
 

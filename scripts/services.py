@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-if __package__ is None:  # run as `python3 scripts/services.py`: import as the tests do
+if not __package__:  # run as `python3 scripts/services.py`: import as the tests do
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.kafka_node import KafkaNode

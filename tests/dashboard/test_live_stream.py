@@ -249,7 +249,11 @@ def test_a_stream_opened_while_redis_is_down_ends_cleanly_and_the_next_one_is_li
             stream.close()
 
     assert run(events_of_one_stream(), timeout=30) == []
-    wait_for(lambda: "live stream: no Redis connection" in web.log(), 10, "the warning")
+    wait_for(
+        lambda: "live stream: Redis failed, ending a stream: ConnectionError" in web.log(),
+        10,
+        "the warning",
+    )
     assert "Traceback" not in web.log()
 
     private_redis.start()

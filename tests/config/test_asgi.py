@@ -168,40 +168,45 @@ def test_a_client_gone_before_its_body_arrived_gets_no_answer():
     assert sent == []
 
 
-def test_a_request_no_thread_started_in_time_gets_503_at_once_and_does_not_run():
-    """Overload sheds load: a request still waiting for a thread after WEB_QUEUE_TIMEOUT is
-    answered 503 with Retry-After then, even while every thread is stuck, and never runs."""
+def one_slow_thread(seconds: float, queue_timeout: float) -> tuple[wsgi_pool.WSGIPool, list]:
+    """A pool of one thread whose app takes `seconds`; the paths it ran, in order."""
     ran: list[str] = []
 
     def slow(environ: dict, start_response) -> list[bytes]:
         ran.append(environ["PATH_INFO"])
-        time.sleep(1.0)
+        time.sleep(seconds)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"done"]
 
-    pool = wsgi_pool.WSGIPool(
-        slow, threads=1, read_body=application.asgi.read_body, queue_timeout=0.2
-    )
+    read_body = application.asgi.read_body
+    return wsgi_pool.WSGIPool(slow, 1, read_body, queue_timeout=queue_timeout), ran
 
-    async def answer(path: str) -> tuple[list[dict], float]:
-        """What the pool sent for a GET of `path`, and how long it took."""
-        sent: list[dict] = []
 
-        async def receive() -> dict:
-            return {"type": "http.request", "body": b"", "more_body": False}
+async def pool_get(pool: wsgi_pool.WSGIPool, path: str) -> tuple[list[dict], float]:
+    """What the pool sent for a GET of `path`, and how long it took."""
+    sent: list[dict] = []
 
-        async def send(message: dict) -> None:
-            sent.append(message)
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
 
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
-        started = time.monotonic()
-        await pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
-        return sent, time.monotonic() - started
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+    started = time.monotonic()
+    await pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
+    return sent, time.monotonic() - started
+
+
+def test_a_request_no_thread_started_in_time_gets_503_at_once_and_does_not_run():
+    """Overload sheds load: a request still waiting for a thread after WEB_QUEUE_TIMEOUT is
+    answered 503 with Retry-After then, even while every thread is stuck, and never runs."""
+    pool, ran = one_slow_thread(1.0, queue_timeout=0.2)
 
     async def two_at_once() -> tuple[tuple[list[dict], float], tuple[list[dict], float]]:
-        first = asyncio.ensure_future(answer("/first"))
+        first = asyncio.ensure_future(pool_get(pool, "/first"))
         await asyncio.sleep(0.05)  # the first holds the only thread
-        second = await answer("/second")
+        second = await pool_get(pool, "/second")
         return await first, second
 
     (first, _), (second, waited) = asyncio.run(two_at_once())
@@ -217,32 +222,12 @@ def test_a_request_no_thread_started_in_time_gets_503_at_once_and_does_not_run()
 def test_a_request_whose_client_went_away_while_it_waited_for_a_thread_never_runs():
     """The server cancels a request (a client gone, a graceful shutdown's end): one still in
     line must not run later for nobody, with its body already closed."""
-    ran: list[str] = []
-
-    def slow(environ: dict, start_response) -> list[bytes]:
-        ran.append(environ["PATH_INFO"])
-        time.sleep(0.3)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"done"]
-
-    pool = wsgi_pool.WSGIPool(
-        slow, threads=1, read_body=application.asgi.read_body, queue_timeout=5
-    )
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        pass
-
-    def request(path: str):
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
-        return pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
+    pool, ran = one_slow_thread(0.3, queue_timeout=5)
 
     async def cancel_the_second() -> None:
-        first = asyncio.ensure_future(request("/first"))
+        first = asyncio.ensure_future(pool_get(pool, "/first"))
         await asyncio.sleep(0.05)  # the first holds the only thread
-        second = asyncio.ensure_future(request("/second"))
+        second = asyncio.ensure_future(pool_get(pool, "/second"))
         await asyncio.sleep(0.05)
         second.cancel()
         await first

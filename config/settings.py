@@ -161,6 +161,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="countstream")
 CACHE_TIMEOUT = env.int("CACHE_TIMEOUT", default=300)
+# Seconds to reach Redis before a cache read falls back to the database or a live stream
+# being opened ends (the browser retries).
+REDIS_CONNECT_TIMEOUT = 0.5
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -169,7 +172,7 @@ CACHES = {
         "TIMEOUT": CACHE_TIMEOUT,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
             "SOCKET_TIMEOUT": 0.5,
         },
     }

@@ -162,9 +162,7 @@ class Hub:
                 max_connections=REDIS_CONNECTIONS,
                 timeout=POOL_TIMEOUT_SECONDS,
                 # An unreachable host fails a stream's start as fast as a refusing one.
-                socket_connect_timeout=settings.CACHES["default"]["OPTIONS"][
-                    "SOCKET_CONNECT_TIMEOUT"
-                ],
+                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
             )
         )
         self._ending = RepeatedWarning(logger)  # streams ended for want of Redis

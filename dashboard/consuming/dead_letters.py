@@ -27,9 +27,10 @@ RETRY_MAX_SECONDS = 10.0
 # A poison message is re-sent whole. Another client may have written it in a compressed
 # batch that holds a value over librdkafka's default 1 MB message limit, which this
 # producer would refuse locally on every retry and so stall its partition: it takes what a
-# consumer can receive (librdkafka's receive.message.max.bytes) and compresses as the relay
-# does, so that only the dead-letter topic's own limit can refuse it.
-_PRODUCER = {"acks": "all", "message.max.bytes": 100_000_000, **QUIET_LOG}
+# consumer can receive (librdkafka's receive.message.max.bytes) and, with Django's producer
+# settings, compresses as the relay does, so that only the dead-letter topic's own limit
+# can refuse it.
+_REQUIRED = {"acks": "all", "message.max.bytes": 100_000_000, **QUIET_LOG}
 
 
 class DeadLetterWriter:
@@ -46,9 +47,8 @@ class DeadLetterWriter:
         self.topic = topic
         self.group = group
         self._running = running
-        compression = settings.KAFKA_PRODUCER_CONFIG["compression.type"]  # the relay's
         self._producer = Producer(
-            client_config(**_PRODUCER, **{"compression.type": compression}, error_cb=error_cb),
+            client_config(**{**settings.KAFKA_PRODUCER_CONFIG, **_REQUIRED}, error_cb=error_cb),
             logger=logger,
         )
 

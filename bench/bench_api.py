@@ -34,7 +34,6 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from common import (
     ROOT,
@@ -149,14 +148,14 @@ def wrk(
 
 
 def service_ports() -> dict[str, int]:
-    """The port each service the app uses listens on, from Django's settings."""
-    from django.conf import settings
+    """The port each service the app uses listens on, as `make services` reads it."""
+    from scripts.kafka_node import KafkaNode
+    from scripts.services import Postgres, Redis
 
-    kafka = settings.KAFKA_BOOTSTRAP_SERVERS.split(",")[0].rsplit(":", 1)[1]
     return {
-        "postgres": int(settings.DATABASES["default"]["PORT"] or 5432),
-        "kafka": int(kafka),
-        "redis": urlsplit(settings.REDIS_URL).port or 6379,
+        "postgres": Postgres().address[1],
+        "kafka": KafkaNode.from_env().port,
+        "redis": Redis().address[1],
     }
 
 

@@ -257,13 +257,11 @@ def test_a_stream_opened_while_redis_is_down_ends_cleanly_and_the_next_one_is_li
     assert "Traceback" not in web.log()
 
     private_redis.start()
-    assert run(_live_stream_opens(url), timeout=30)
 
+    async def reopened() -> None:
+        (await open_stream(url)).close()
 
-async def _live_stream_opens(url: str) -> bool:
-    stream = await open_stream(url)
-    stream.close()
-    return True
+    run(reopened(), timeout=30)
 
 
 @pytest.mark.django_db(transaction=True)

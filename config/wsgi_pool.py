@@ -3,10 +3,10 @@
 For everything but the live stream (config/asgi.py). The request's body is read on the
 event loop first, as Django's own ASGI handler reads it; then one thread of the pool runs
 the whole request through Django's WSGI handler and hands back the complete response,
-which the event loop sends. A thread never waits on the event loop. A request that waited
-longer than its queue timeout for a thread is answered 503 with Retry-After without running:
-under overload the line stays short, and no client waits without bound. (a2wsgi and asgiref's
-WsgiToAsgi stream a response from the thread, each part a round trip to the event loop and
+which the event loop sends. A thread never waits on the event loop. A request no thread has
+started within its queue timeout is answered 503 with Retry-After without running: under
+overload the line stays short, and no client waits in it without bound. (a2wsgi and
+asgiref's WsgiToAsgi stream a response from the thread, each part a round trip to the event loop and
 back that the thread waits for: on two busy cores a2wsgi served 40 % fewer writes and about
 half the reads, docs/benchmarks.md.) So a response is held in memory whole: fine for pages,
 API answers and the admin's static files; one that must stream (the live stream) is ASGI.

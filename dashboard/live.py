@@ -13,8 +13,8 @@ Each frame goes, as the same bytes object, to the queue of every viewer (open st
 viewer holds no Redis or database connection; it waits on its queue. A viewer resuming with
 Last-Event-ID first reads what it missed through the pool, then its queue; a viewer skips
 ids up to the last one it sent, so nothing is lost or repeated; one resuming from an id the
-stream never issued gets `reset`. A viewer whose queue grows
-past DASHBOARD_STREAM_BUFFER_BYTES (it does not read) is cut off: its queue is emptied, it
+stream never issued gets `reset`. A viewer whose queue grows past
+DASHBOARD_STREAM_BUFFER_BYTES (it does not read) is cut off: its queue is emptied, it
 leaves the hub, and it gets `reset` as soon as it reads again. When the stream was trimmed
 past what the hub or a resuming viewer has read, they get `reset` too: the page reloads.
 A stream opened while Redis is unavailable ends at once; the browser retries a second later.

@@ -3,7 +3,8 @@
 The Procfile's web, relay and consumer commands run on a free port (BENCH_WEB_PORT, when
 set) against the bench database; wrk (Debian's package) sends the requests, with
 bench/wrk_api.lua adding the token and body. Each round measures, in this order:
-- one client's increments (p50);
+- one client's increments (p50), and again with the relay and consumer paused (SIGSTOP,
+  PAUSED_SECONDS): the web and PostgreSQL without the pipeline's work on the same cores;
 - CLIENTS clients' increments for LOAD_SECONDS: responses >= 400 and socket errors,
   requests/s, p99, and the requests/s as a share of the service-level rate;
 - CLIENTS clients on GET /api/counts/{id}/, then on /healthz: the read's share of /healthz;
@@ -51,6 +52,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 CLIENTS = 64
 LOAD_SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", 30))
 SHORT_SECONDS = 4
+PAUSED_SECONDS = 2  # well within the relay's lease timeout (outbox/leases.py)
 WRITERS = 4
 SERVICE_SECONDS = 2
 COUNTS = 64
@@ -169,12 +171,26 @@ def cpu_used(sessions: dict[str, int]) -> dict[str, float]:
     return {**used, "wrk": children.ru_utime + children.ru_stime}
 
 
+@contextmanager
+def paused(sessions: dict[str, int], names: tuple[str, ...]) -> Iterator[None]:
+    """The named processes stopped (with their children) for the block, then resumed."""
+    for name in names:
+        os.killpg(sessions[name], signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for name in names:
+            os.killpg(sessions[name], signal.SIGCONT)
+
+
 def one_round(
     url: str, sessions: dict[str, int], token: str, count_ids: list[str]
 ) -> dict[str, float]:
     increments = [f"/api/counts/{count_id}/increment/" for count_id in count_ids]
     read = [f"/api/counts/{count_ids[0]}/"]
     one = wrk(url, increments, 1, SHORT_SECONDS, token, body='{"delta":1}')
+    with paused(sessions, ("relay", "consumer")):
+        alone = wrk(url, increments, 1, PAUSED_SECONDS, token, body='{"delta":1}')
     before = cpu_used(sessions)
     many = wrk(url, increments, CLIENTS, LOAD_SECONDS, token, body='{"delta":1}')
     after = cpu_used(sessions)
@@ -182,9 +198,10 @@ def one_round(
     healthz = wrk(url, ["/healthz"], CLIENTS, SHORT_SECONDS)
     return {
         "one_client_p50_ms": one["p50_ms"],
+        "one_client_paused_p50_ms": alone["p50_ms"],
         "increments_per_s": many["per_s"],
         "increments_p99_ms": many["p99_ms"],
-        "increments_failed": many["failed"] + one["failed"],
+        "increments_failed": many["failed"] + one["failed"] + alone["failed"],
         "reads_per_s": reads["per_s"],
         "reads_failed": reads["failed"],
         "healthz_per_s": healthz["per_s"],
@@ -231,8 +248,15 @@ def report(figures: dict[str, float], rounds: list[dict[str, float]]) -> None:
     of_rounds = f"medians of {ROUNDS} rounds"
     emit(
         "api_increment_one_client",
-        figures={"p50_ms": round(figures["one_client_p50_ms"], 2)},
-        units={"p50_ms": f"ms per POST .../increment/, one wrk connection, {of_rounds}"},
+        figures={
+            "p50_ms": round(figures["one_client_p50_ms"], 2),
+            "pipeline_paused_p50_ms": round(figures["one_client_paused_p50_ms"], 2),
+        },
+        units={
+            "p50_ms": f"ms per POST .../increment/, one wrk connection, {of_rounds}",
+            "pipeline_paused_p50_ms": f"the same for {PAUSED_SECONDS} s with the relay and "
+            "consumer paused: their work no longer shares the cores",
+        },
         baseline="target p50 <= 3 ms",
         ratio=None,
     )

@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 
 from bench.bulk_counts import insert_counts
 from tests.support.processes import api_client
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 LIVE = 15_000  # ms: an API write reaches the page through the relay, Kafka and the consumer
@@ -47,11 +48,15 @@ def viewer() -> tuple[str, str]:
 
 @pytest.fixture
 def live_stack(app_stack) -> tuple[str, httpx.Client]:
-    """Web, relay and consumer running; the web's URL and an API client with a writer's token."""
+    """Web, relay and consumer running; the web's URL and an API client with a writer's token.
+
+    Ready once the consumer has its partitions: a write made before would be shown by its
+    catch-up at start, and coalesced in one first batch with the writes after it."""
     writer = get_user_model().objects.create_user("writer", password="not-used")
     _, url = app_stack("web")
     app_stack("relay", "--metrics-port=0")
-    app_stack("consume", "--metrics-port=0")
+    consumer = app_stack("consume", "--metrics-port=0")
+    wait_for(lambda: "assigned " in consumer.log(), 60, "the consumer's partitions")
     return url, api_client(url, Token.objects.create(user=writer).key)
 
 

@@ -1,12 +1,14 @@
 """Kafka clients built from Django settings, and the pieces every client shares.
 
-librdkafka settings (`client_config`), the admin client, a quiet librdkafka log, an
-`error_cb` that tells an outage in a few lines, and the retry backoff.
+librdkafka settings (`client_config`, and `producer_config` for producers), the admin
+client, a quiet librdkafka log, an `error_cb` that tells an outage in a few lines, and the
+retry backoff.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
@@ -28,6 +30,16 @@ def backoff(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
 def client_config(**overrides) -> dict:
     """librdkafka settings shared by producers, consumers and the admin client."""
     return {**settings.KAFKA_CLIENT_CONFIG, **overrides}
+
+
+def producer_config(
+    required: Mapping[str, object], defaults: Mapping[str, object] | None = None, **callbacks
+) -> dict:
+    """A producer's librdkafka settings: its `defaults`, then Django's KAFKA_PRODUCER_CONFIG
+    (compression, linger), then what it `required` (which Django's may not override)."""
+    return client_config(
+        **{**(defaults or {}), **settings.KAFKA_PRODUCER_CONFIG, **required}, **callbacks
+    )
 
 
 def admin_client() -> AdminClient:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from django.conf import settings
 
-from infra.kafka import QUIET_LOG, KafkaErrorLog, client_config
+from infra import kafka
+from infra.kafka import QUIET_LOG, KafkaErrorLog
 from outbox import metrics
 from outbox.claims import OutboxRow
 from outbox.partitions import CHECK_EVERY_S, OfflinePartitions
@@ -52,10 +52,7 @@ _PRODUCER_REQUIRED = {
 
 def producer_config(**callbacks) -> dict:
     """The relay's librdkafka settings: defaults, then Django's, then the non-negotiables."""
-    return client_config(
-        **{**_PRODUCER_DEFAULTS, **settings.KAFKA_PRODUCER_CONFIG, **_PRODUCER_REQUIRED},
-        **callbacks,
-    )
+    return kafka.producer_config(_PRODUCER_REQUIRED, _PRODUCER_DEFAULTS, **callbacks)
 
 
 class Deliveries:

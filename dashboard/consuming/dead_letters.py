@@ -13,13 +13,12 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from django.conf import settings
 
 from counts.events import now_ms
 from dashboard.consuming import metrics
 from dashboard.consuming.batch import Poison
 from dashboard.events import PoisonMessage
-from infra.kafka import QUIET_LOG, backoff, client_config
+from infra.kafka import QUIET_LOG, backoff, producer_config
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class DeadLetterWriter:
         self.group = group
         self._running = running
         self._producer = Producer(
-            client_config(**{**settings.KAFKA_PRODUCER_CONFIG, **_REQUIRED}, error_cb=error_cb),
+            producer_config(_REQUIRED, error_cb=error_cb),
             logger=logger,
         )
 

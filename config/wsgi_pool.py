@@ -24,6 +24,7 @@ from typing import IO
 from django.core.exceptions import RequestAborted
 from prometheus_client import Counter
 
+from infra.database import RETRY_AFTER_SECONDS
 from infra.logs import RepeatedWarning
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 BUSY: Response = (
     503,
-    [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+    [(b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
     b'{"detail":"The server is busy; try again shortly."}',
 )
 # Registered with the web's metrics (config/metrics.py).

@@ -13,8 +13,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# now_ms() as PostgreSQL reads it when it writes the row (after any wait for the row's lock).
-NOW_MS_SQL = Sql("floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+# The updated row's updated_at in epoch ms: the time PostgreSQL wrote it (ADD_SQL sets it
+# to clock_timestamp(), after any wait for the row's lock), so both stamps agree.
+UPDATED_AT_MS = Sql("floor(extract(epoch FROM updated_at) * 1000)::bigint")
 
 
 def _event(
@@ -22,7 +23,7 @@ def _event(
     count_id: object,
     version: int | Sql,
     body: dict,
-    timestamp: int | Sql | None = None,
+    timestamp: Sql | None = None,
 ) -> Event:
     key = str(count_id)
     return Event(
@@ -57,7 +58,7 @@ def value_incremented(count_id: object) -> Event:
     UPDATE knows are read from its updated row, `%(delta)s` being the statement's parameter
     (counts.services.count_increment), and the time is taken once it holds the row."""
     body = {"old_value": Sql("value - %(delta)s"), "new_value": Sql("value")}
-    return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body, timestamp=NOW_MS_SQL)
+    return _event(COUNT_VALUE_UPDATED, count_id, Sql("version"), body, timestamp=UPDATED_AT_MS)
 
 
 def info_updated(count: Count, action: str, version: int | None = None) -> Event:

@@ -1,9 +1,7 @@
 """Every count service: the state it leaves and the exact outbox rows it commits with it."""
 
 import io
-import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
@@ -24,7 +22,9 @@ from counts.services import (
 )
 from outbox.models import OutboxMessage
 from outbox.services import Event, OutboxError, Sql, enqueue, serialize, write_with_event
-from tests.support.outbox_watch import OutboxWatch, info_event, value_event
+from tests.support.locks import a_session_waits_for_a_lock
+from tests.support.outbox_watch import OutboxWatch, decode, info_event, value_event
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -217,10 +217,8 @@ def test_an_increment_that_waited_for_the_row_lock_is_stamped_after_the_change_b
     """An event's `timestamp` is taken once its change holds the count's row (docs/events.md):
     an increment queued behind another change of its count carries a later time than that
     change, as its version is later; so does the count's `updated_at`."""
-    waiting = threading.Event()
 
     def increment_behind_the_lock() -> None:
-        waiting.set()
         try:
             count_increment(count_id=count.id, delta=1)
         finally:
@@ -230,13 +228,13 @@ def test_an_increment_that_waited_for_the_row_lock_is_stamped_after_the_change_b
         Count.objects.select_for_update().get(pk=count.id)
         behind = threading.Thread(target=increment_behind_the_lock)
         behind.start()
-        waiting.wait(5)
-        time.sleep(0.3)  # the increment now waits for the lock
+        table = Count._meta.db_table
+        wait_for(lambda: a_session_waits_for_a_lock(table), 10, "the increment to wait")
         count_set(count_id=count.id, value=100)
     behind.join(10)
 
     rows = OutboxMessage.objects.filter(key=str(count.id)).order_by("id")
-    set_event, increment_event = [json.loads(bytes(row.value)) for row in rows][-2:]
+    set_event, increment_event = [decode(row) for row in rows][-2:]
     assert (set_event["new_value"], increment_event["new_value"]) == (100, 101)
     assert increment_event["timestamp"] >= set_event["timestamp"]
     assert Count.objects.get(pk=count.id).updated_at.timestamp() * 1000 >= set_event["timestamp"]

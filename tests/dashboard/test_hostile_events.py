@@ -5,7 +5,6 @@ Against the real Kafka, Redis and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest
@@ -15,26 +14,14 @@ from counts import contract, services
 from counts.events import COUNT_INFO_UPDATED, COUNT_VALUE_UPDATED, now_ms
 from counts.models import Count
 from dashboard import read_model
-from dashboard.consuming.loop import DashboardConsumer
 from dashboard.events import CountEvent
 from dashboard.tasks import reconcile_dashboard
 from infra.redis import redis_client
 from infra.topics import topic_name
-from tests.support.pipeline import read_model_state
+from tests.support.pipeline import consume_within, read_model_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.stack]
 DEAD_LETTER = "count-events-dead-letter"
-
-
-def consume_within(seconds: float) -> None:
-    """Consume until caught up; a consumer still retrying after `seconds` is stopped."""
-    consumer = DashboardConsumer(once=True)
-    watchdog = threading.Timer(seconds, consumer.stop)
-    watchdog.start()
-    try:
-        consumer.run()
-    finally:
-        watchdog.cancel()
 
 
 def produce_event(pipeline, topic: str, count: Count, **fields) -> bytes:

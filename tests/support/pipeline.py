@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,6 +46,28 @@ from tests.support.waiting import wait_for
 
 def database_truth() -> dict[str, tuple[str, int]]:
     return {str(c.id): (c.name, c.value) for c in Count.objects.all()}
+
+
+def consume_within(seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+    """`consume --once` in this thread until caught up; stopped once `until()` holds, or
+    after `seconds` (a consumer still retrying)."""
+    consumer = DashboardConsumer(once=True)
+    finished = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + seconds
+        while not finished.wait(0.05):
+            if until() or time.monotonic() >= deadline:
+                consumer.stop()
+                return
+
+    watchdog = threading.Thread(target=watch, daemon=True)
+    watchdog.start()
+    try:
+        consumer.run()
+    finally:
+        finished.set()
+        watchdog.join()
 
 
 def read_model_state(client: Redis | None = None) -> dict[str, tuple[str, int]]:

@@ -14,7 +14,6 @@ from rest_framework.authtoken.models import Token
 
 from bench.bulk_counts import insert_counts
 from tests.support.processes import api_client
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack, pytest.mark.django_db(transaction=True)]
 LIVE = 15_000  # ms: an API write reaches the page through the relay, Kafka and the consumer
@@ -55,8 +54,7 @@ def live_stack(app_stack) -> tuple[str, httpx.Client]:
     writer = get_user_model().objects.create_user("writer", password="not-used")
     _, url = app_stack("web")
     app_stack("relay", "--metrics-port=0")
-    consumer = app_stack("consume", "--metrics-port=0")
-    wait_for(lambda: "assigned " in consumer.log(), 60, "the consumer's partitions")
+    app_stack("consume", "--metrics-port=0").wait_assigned()
     return url, api_client(url, Token.objects.create(user=writer).key)
 
 

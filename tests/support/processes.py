@@ -88,6 +88,14 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_assigned(self, timeout: float = 60) -> None:
+        """A consumer: until its latest start has its partitions (its catch-up is done)."""
+
+        def since_start() -> str:
+            return self.log().rsplit("--- start", 1)[-1]
+
+        wait_for(lambda: "assigned " in since_start(), timeout, f"{self.name}'s partitions")
+
 
 # Quick lease checks and progress lines; no metrics ports, which the processes would share.
 # Quick rebalances and reports, so tests see lanes move and figures change within a second.

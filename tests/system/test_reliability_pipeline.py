@@ -153,9 +153,7 @@ def test_consumer_sigkilled_mid_batch_leaves_no_stale_cache_and_a_true_read_mode
             SteadyLoad(read_through_the_cache, per_second=100) as reads,
         ):
             for kill in range(2):
-                wait_for(
-                    lambda: "assigned" in consumer.log().rsplit("--- start", 1)[-1], 30, "join"
-                )
+                consumer.wait_assigned(30)
                 time.sleep(random.uniform(0.2, 1.0))
                 consumer.restart()
                 measured["kills"] = kill + 1

@@ -192,9 +192,16 @@ async def pool_get(pool: wsgi_pool.WSGIPool, path: str) -> tuple[list[dict], flo
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"",
+        "headers": [],
+        "http_version": "1.1",
+    }
     started = time.monotonic()
-    await pool({**scope, "headers": [], "http_version": "1.1"}, receive, send)
+    await pool(scope, receive, send)
     return sent, time.monotonic() - started
 
 

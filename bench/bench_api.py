@@ -22,6 +22,7 @@ client's p50 <= 3 ms, reads >= 0.5x /healthz.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -149,8 +150,9 @@ def wrk(
     }
 
 
+@functools.cache
 def service_ports() -> dict[str, int]:
-    """The port each service the app uses listens on, as `make services` reads it."""
+    """The port each service the app uses listens on, as `make services` reads it (once)."""
     from scripts.kafka_node import KafkaNode
     from scripts.services import Postgres, Redis
 

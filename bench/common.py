@@ -153,24 +153,36 @@ def summary(samples: Iterable[float], pcts: Iterable[float] = (50, 99)) -> dict[
     return figures
 
 
-def established_connections(pid: int, remote_port: int) -> int:
-    """TCP connections of process `pid` to `remote_port`, from /proc (exact, whatever else
-    shares the server)."""
+def _socket_inodes(pid: int | str) -> set[str]:
+    """The inodes of the sockets process `pid` holds open."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
             if (target := os.readlink(fd)).startswith("socket:["):
                 inodes.add(target[8:-1])
+    return inodes
+
+
+def _tcp_sockets(net: Path, state: str, port: int, *, remote: bool) -> set[str]:
+    """The inodes of the TCP sockets in `state` ("01" established, "0A" listening) whose
+    local (or `remote`) port is `port`, from the tables under `net` (/proc/<pid>/net)."""
     # Distinct sockets, not rows: the kernel lists the table a page per read, and a socket
     # may be listed twice while others open and close between two reads.
     found = set()
     for table in ("tcp", "tcp6"):
-        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+        for row in (net / table).read_text().splitlines()[1:]:
             fields = row.split()
-            port = int(fields[2].rsplit(":", 1)[1], 16)
-            if port == remote_port and fields[3] == "01" and fields[9] in inodes:
+            address = fields[2] if remote else fields[1]
+            if fields[3] == state and int(address.rsplit(":", 1)[1], 16) == port:
                 found.add(fields[9])
-    return len(found)
+    return found
+
+
+def established_connections(pid: int, remote_port: int) -> int:
+    """TCP connections of process `pid` to `remote_port`, from /proc (exact, whatever else
+    shares the server)."""
+    connected = _tcp_sockets(Path(f"/proc/{pid}/net"), "01", remote_port, remote=True)
+    return len(connected & _socket_inodes(pid))
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -192,21 +204,14 @@ def session_pids(session: int) -> list[int]:
 def listening_tree(port: int) -> list[int]:
     """The process listening on TCP `port` on this machine and all its descendants (a
     server's workers, PostgreSQL's backends); empty if none listens."""
-    listening = set()
-    for table in ("tcp", "tcp6"):
-        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                listening.add(f"socket:[{fields[9]}]")
+    listening = _tcp_sockets(Path("/proc/net"), "0A", port, remote=False)
     children: dict[int, list[int]] = {}
     server = None
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, IndexError):
             pid = int(proc.name)
             children.setdefault(int(_stat(pid)[1]), []).append(pid)
-            if server is None and any(
-                os.readlink(fd) in listening for fd in (proc / "fd").iterdir()
-            ):
+            if server is None and listening & _socket_inodes(pid):
                 server = pid
     tree, todo = [], [server] if server else []
     while todo:

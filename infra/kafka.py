@@ -8,6 +8,7 @@ retry backoff.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError
@@ -57,13 +58,13 @@ class KafkaErrorLog:
     def __init__(self, logger: logging.Logger, prefix: str, every: float = 10.0) -> None:
         self.logger = logger
         self.prefix = prefix
-        self.every = every
-        self._kinds: dict[int, RepeatedWarning] = {}  # error code -> its warning
+        # error code -> its warning
+        self._kinds: defaultdict[int, RepeatedWarning] = defaultdict(
+            lambda: RepeatedWarning(logger, every)
+        )
 
     def __call__(self, error: KafkaError) -> None:
         if error.fatal():
             self.logger.error("%s: %s (fatal)", self.prefix, error.str())
             return
-        if (kind := self._kinds.get(error.code())) is None:
-            kind = self._kinds[error.code()] = RepeatedWarning(self.logger, self.every)
-        kind.warning("%s: %s", self.prefix, error.str())
+        self._kinds[error.code()].warning("%s: %s", self.prefix, error.str())
